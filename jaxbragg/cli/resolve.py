@@ -1,0 +1,646 @@
+"""From parsed flags to an explicit (SimConfig, Params): the reference's defaults and precedence rules.
+
+This is the only place that knows nanoBragg.c's flag semantics. The order of operations follows ``main``:
+
+1. ``-mask`` then ``-img`` headers seed the detector (flags given on the command line override them).
+2. Flags are applied in command-line order (a later flag wins; ``-Xbeam``/``-distance`` ask for the beam
+   pivot, ``-Xclose``/``-ORGX``/``-close_distance``/``-twotheta`` for the sample pivot; a vector flag
+   selects the CUSTOM convention).
+3. Detector size, fluence (flux x exposure / beamsize^2, with the sample clipped to the beam), beam-centre
+   defaults, then the convention block: it sets the basis vectors and, except for CUSTOM, forces the pivot
+   (MOSFLM/DENZO/ADXV: beam; XDS/DIALS: sample).
+4. Step counts for phi, divergence, dispersion, sensor layers and mosaic domains by the reference's rules.
+5. Cell / orientation, crystal size in cells, automatic oversampling, structure factors, sources, mosaic
+   domains.
+
+Units: flags are in the reference's units (mm, Angstrom, degrees, mrad, microns); everything leaving this
+module is SI.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import beam as beam_mod
+from .. import crystal, geometry, io, rng
+from ..errors import InputError
+from ..simulate import Params, SimConfig
+
+RTD = 180.0 / math.pi
+
+_CONVENTIONS = {
+    # beam, fdet, sdet, odet, twotheta axis, polar, spindle
+    "mosflm": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
+    "denzo": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
+    "adxv": ((0, 0, 1), (1, 0, 0), (0, -1, 0), (0, 0, 1), (-1, 0, 0), (1, 0, 0), (1, 0, 0)),
+    "xds": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0)),
+    "dials": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)),
+}
+# CUSTOM starts from these (the reference's initial values, MOSFLM-like, two-theta about +y).
+_CUSTOM_START = ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1))
+
+OUTPUT_FLAGS = {"-floatfile": "float", "-floatimage": "float", "-intfile": "int", "-intimage": "int",
+                "-pgmfile": "pgm", "-pgmimage": "pgm", "-noisefile": "noise", "-noiseimage": "noise"}
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run needs: the library inputs plus what the CLI prints and writes."""
+    config: SimConfig
+    params: Params
+    info: Dict[str, Any]
+    outputs: Dict[str, Optional[str]]
+    options: Dict[str, Any]
+    warnings: List[str]
+
+
+def _steps_rule(steps, rng_, step, user_only_steps_default):
+    """The reference's auto-selection of (steps, range, step) for divergence / dispersion."""
+    if steps <= 0:
+        if rng_ < 0.0:
+            if step <= 0.0:
+                return 1, 0.0, 0.0
+            return 2, step, step
+        if step <= 0.0:
+            return 2, rng_, rng_
+        return int(math.ceil(rng_ / step)), rng_, step
+    if rng_ < 0.0:
+        if step <= 0.0:
+            return steps, user_only_steps_default, user_only_steps_default / steps
+        return 2, step, step
+    if step <= 0.0:
+        steps = max(steps, 2)
+        return steps, rng_, rng_ / (steps - 1)
+    return steps, rng_, step
+
+
+class _State:
+    """Mutable mirror of the reference's option variables (SI units)."""
+
+    def __init__(self):
+        self.cell = None
+        self.matfile = None
+        self.misset = None                  # None, "random" or radians (3)
+        self.Na = self.Nb = self.Nc = 1.0
+        self.sample = [0.0, 0.0, 0.0]
+        self.shape = "square"
+        self.fudge = 1.0
+        self.mosaic_spread = -1.0
+        self.mosaic_domains = -1
+        self.mosaic_seed = -12345678
+        self.seed = -int(time.time())
+        self.misset_seed = self.seed
+        self.phi0, self.osc, self.phistep, self.phisteps = 0.0, -1.0, -1.0, -1
+        self.phi_carryover = False
+        self.hkl = None
+        self.default_F = 0.0
+        self.dumpfile = "Fdump.bin"
+        self.interpolate = 2
+        self.water = 0.0
+        self.lambda0 = 1.0e-10
+        self.fluence = 125932015286227086360700780544.0
+        self.flux, self.exposure, self.beamsize = 0.0, 1.0, 1e-4
+        self.dispersion, self.dispstep, self.dispsteps = 0.0, -1.0, -1
+        self.hdivrange = self.vdivrange = -1.0
+        self.hdivstep = self.vdivstep = -1.0
+        self.hdivsteps = self.vdivsteps = -1
+        self.round_div = True
+        self.sourcefile = None
+        self.polarization, self.nopolar = 0.0, False
+        self.dmin = 0.0
+        self.distance, self.close_distance = 100.0e-3, math.nan
+        self.pixel = 0.1e-3
+        self.detsize_f = self.detsize_s = 102.4e-3
+        self.fpixels = self.spixels = 0
+        self.Xbeam = self.Ybeam = math.nan
+        self.Xclose = self.Yclose = math.nan
+        self.ORGX = self.ORGY = math.nan
+        self.pivot = "beam"
+        self.convention = "mosflm"
+        (self.beam_vector, self.fdet, self.sdet, self.odet, self.twotheta_axis, self.polar_vector,
+         self.spindle) = (np.array(v, float) for v in _CUSTOM_START)
+        self.pix0 = None
+        self.rot = [0.0, 0.0, 0.0]
+        self.twotheta = 0.0
+        self.curved = self.point_pixel = False
+        self.det_mu, self.det_thick, self.det_thickstep, self.det_thicksteps = -1.0, 0.0, -1.0, -1
+        self.oversample = -1
+        self.os_thick = self.os_polar = self.os_omega = False
+        self.roi = None
+        self.img = self.mask = None
+        self.outputs: Dict[str, Optional[str]] = {}
+        self.intfile_scale, self.pgm_scale, self.adc = 0.0, 0.0, 40.0
+        self.noise, self.write_pgm = True, True
+        self.progress = True
+        self.printout, self.printout_pixel, self.trace_pixel = False, None, None
+        self.float32 = False
+        self.tile = None
+        self.demo = False
+
+
+def _apply_header(st: _State, path: str, is_mask: bool):
+    header, data = io.read_smv(path)
+    st.spixels, st.fpixels = data.shape
+    get = lambda key: io.header_value(header, key)
+    if get("PIXEL_SIZE") is not None:
+        st.pixel = get("PIXEL_SIZE") / 1000.0
+    st.detsize_f = st.pixel * st.fpixels
+    st.detsize_s = st.pixel * st.spixels
+    if get("DISTANCE") is not None:
+        st.distance = get("DISTANCE") / 1000.0
+    if get("CLOSE_DISTANCE") is not None:
+        st.close_distance = get("CLOSE_DISTANCE") / 1000.0
+    if get("WAVELENGTH") is not None:
+        st.lambda0 = get("WAVELENGTH") / 1e10
+    if get("BEAM_CENTER_X") is not None:
+        st.Xbeam = get("BEAM_CENTER_X") / 1000.0
+    if get("BEAM_CENTER_Y") is not None:
+        y = get("BEAM_CENTER_Y") / 1000.0
+        st.Ybeam = st.detsize_s - y if is_mask else y
+    if get("ORGX") is not None:
+        st.ORGX = get("ORGX")
+    if get("ORGY") is not None:
+        st.ORGY = get("ORGY")
+    if get("PHI") is not None:
+        st.phi0 = get("PHI") / RTD
+    if get("OSC_RANGE") is not None:
+        st.osc = get("OSC_RANGE") / RTD
+    # TWOTHETA is read by the reference into an unused variable: no effect.
+    return data
+
+
+def _apply_flag(st: _State, flag: str, v: tuple):
+    f = flag
+    x = v[0] if v else None
+    if f == "-Na": st.Na = float(int(x))
+    elif f == "-Nb": st.Nb = float(int(x))
+    elif f == "-Nc": st.Nc = float(int(x))
+    elif f == "-N": st.Na = st.Nb = st.Nc = float(int(x))
+    elif f == "-cell": st.cell = v
+    elif f == "-mat": st.matfile = x
+    elif f == "-misset": st.misset = "random" if x == "random" else tuple(a / RTD for a in v)
+    elif f in ("-samplesize", "-sample_size", "-xtalsize", "-xtal_size"): st.sample = [x / 1000] * 3
+    elif f in ("-sample_thick", "-sample_x", "-xtal_thick", "-xtal_x"): st.sample[0] = x / 1000
+    elif f in ("-sample_width", "-sample_y", "-width", "-xtal_width", "-xtal_y"): st.sample[1] = x / 1000
+    elif f in ("-sample_height", "-sample_z", "-height", "-xtal_height", "-xtal_z"): st.sample[2] = x / 1000
+    elif f in ("-density", "-sample_density", "-MW", "-molecular_weight", "-coherent", "-stolout"):
+        pass  # parsed by the reference but without effect on the image
+    elif f in ("-stol", "-4stol", "-Q"):
+        pass  # amorphous-scattering table: read by the reference, never used in the image
+    elif f == "-Xbeam": st.Xbeam, st.pivot = x / 1000.0, "beam"
+    elif f == "-Ybeam": st.Ybeam, st.pivot = x / 1000.0, "beam"
+    elif f == "-Xclose": st.Xclose, st.pivot = x / 1000.0, "sample"
+    elif f == "-Yclose": st.Yclose, st.pivot = x / 1000.0, "sample"
+    elif f == "-ORGX": st.ORGX, st.pivot = x, "sample"
+    elif f == "-ORGY": st.ORGY, st.pivot = x, "sample"
+    elif f == "-pivot":
+        if x not in ("sample", "beam"):
+            raise InputError(f"-pivot: expected 'sample' or 'beam', got {x!r}")
+        st.pivot = x
+    elif f in ("-mosflm", "-xds", "-adxv", "-denzo", "-dials"):
+        st.convention = f[1:]
+        st.pivot = "sample" if f == "-xds" else "beam"
+    elif f in ("-fdet_vector", "-sdet_vector", "-odet_vector", "-beam_vector", "-polar_vector",
+               "-spindle_axis", "-twotheta_axis"):
+        st.convention = "custom"
+        name = {"-fdet_vector": "fdet", "-sdet_vector": "sdet", "-odet_vector": "odet",
+                "-beam_vector": "beam_vector", "-polar_vector": "polar_vector",
+                "-spindle_axis": "spindle", "-twotheta_axis": "twotheta_axis"}[f]
+        setattr(st, name, np.array(v, float))
+    elif f in ("-pix0_vector", "-pix0_vector_mm"):
+        st.convention = "custom"
+        st.pix0 = np.array(v, float) / (1000.0 if f.endswith("_mm") else 1.0)
+    elif f == "-distance": st.distance, st.pivot = x / 1000.0, "beam"
+    elif f == "-close_distance": st.close_distance, st.pivot = x / 1000.0, "sample"
+    elif f == "-detector_abs":
+        if x == "inf" or x == 0.0:
+            st.det_thick, st.det_mu = 0.0, 0.0
+        else:
+            st.det_mu = 1.0 / (x * 1e-6)
+    elif f == "-detector_thick": st.det_thick = x * 1e-6
+    elif f in ("-detector_thicksteps", "-thicksteps"): st.det_thicksteps = x
+    elif f == "-twotheta": st.twotheta, st.pivot = x / RTD, "sample"
+    elif f == "-detector_rotx": st.rot[0] = x / RTD
+    elif f == "-detector_roty": st.rot[1] = x / RTD
+    elif f == "-detector_rotz": st.rot[2] = x / RTD
+    elif f == "-detsize": st.detsize_f = st.detsize_s = x / 1000.0
+    elif f == "-detsize_f": st.detsize_f = x / 1000.0
+    elif f == "-detsize_s": st.detsize_s = x / 1000.0
+    elif f == "-detpixels": st.fpixels = st.spixels = x
+    elif f in ("-detpixels_f", "-detpixels_x"): st.fpixels = x
+    elif f in ("-detpixels_s", "-detpixels_y"): st.spixels = x
+    elif f == "-curved_det": st.curved = True
+    elif f == "-pixel": st.pixel = x / 1000.0
+    elif f == "-point_pixel": st.point_pixel = True
+    elif f == "-polar": st.polarization, st.nopolar = x, False
+    elif f == "-nopolar": st.nopolar = True
+    elif f == "-oversample_thick": st.os_thick = True
+    elif f == "-oversample_polar": st.os_polar = True
+    elif f == "-oversample_omega": st.os_omega = True
+    elif f == "-oversample": st.oversample = x
+    elif f == "-roi": st.roi = v
+    elif f in ("-lambda", "-wave"): st.lambda0 = x / 1.0e10
+    elif f == "-energy":
+        if x == 0:
+            raise InputError("-energy: must be non-zero")
+        st.lambda0 = (12398.42 / x) / 1.0e10
+    elif f == "-fluence": st.fluence = x
+    elif f == "-flux": st.flux = x
+    elif f == "-exposure": st.exposure = x
+    elif f == "-beamsize": st.beamsize = x / 1000
+    elif f in ("-mosaic", "-mosaicity", "-mosaic_spread"): st.mosaic_spread = x / RTD
+    elif f in ("-mosaic_domains", "-mosaic_dom"): st.mosaic_domains = x
+    elif f == "-dispersion": st.dispersion = x / 100.0
+    elif f == "-dispsteps": st.dispsteps = x
+    elif f == "-divergence": st.hdivrange = st.vdivrange = x / 1000.0
+    elif f == "-hdivrange": st.hdivrange = x / 1000.0
+    elif f == "-vdivrange": st.vdivrange = x / 1000.0
+    elif f == "-hdivstep": st.hdivstep = x / 1000.0
+    elif f == "-vdivstep": st.vdivstep = x / 1000.0
+    elif f == "-hdivsteps": st.hdivsteps = x
+    elif f == "-vdivsteps": st.vdivsteps = x
+    elif f == "-divsteps": st.hdivsteps = st.vdivsteps = x
+    elif f == "-round_div": st.round_div = True
+    elif f == "-square_div": st.round_div = False
+    elif f == "-adc": st.adc = x
+    elif f == "-phi": st.phi0 = x / RTD
+    elif f == "-osc": st.osc = x / RTD
+    elif f == "-phistep": st.phistep = x / RTD
+    elif f == "-phisteps": st.phisteps = x
+    elif f == "-phi_carryover": st.phi_carryover = True
+    elif f == "-dmin": st.dmin = x * 1e-10
+    elif f == "-hkl": st.hkl = x
+    elif f == "-default_F": st.default_F = x
+    elif f == "-dump": st.dumpfile = x
+    elif f == "-img": st.img = x
+    elif f == "-mask": st.mask = x
+    elif f == "-sourcefile": st.sourcefile = x
+    elif f in OUTPUT_FLAGS:
+        st.outputs[OUTPUT_FLAGS[f]] = x
+        if OUTPUT_FLAGS[f] == "pgm":
+            st.write_pgm = True
+        if OUTPUT_FLAGS[f] == "noise":
+            st.noise = True
+    elif f == "-nonoise": st.noise = False
+    elif f == "-nopgm": st.write_pgm = False
+    elif f == "-scale": st.intfile_scale = x
+    elif f == "-pgmscale": st.pgm_scale, st.write_pgm = x, True
+    elif f == "-printout": st.printout = True
+    elif f == "-noprogress": st.progress = False
+    elif f == "-progress": st.progress = True
+    elif f == "-interpolate": st.interpolate = 1
+    elif f == "-nointerpolate": st.interpolate = 0
+    elif f == "-round_xtal": st.shape = "round"
+    elif f == "-square_xtal": st.shape = "square"
+    elif f == "-gauss_xtal": st.shape = "gauss"
+    elif f in ("-binary_spots", "-tophat_spots"): st.shape = "tophat"
+    elif f == "-fudge": st.fudge = x
+    elif f == "-printout_pixel": st.printout, st.printout_pixel = True, v
+    elif f == "-trace_pixel": st.trace_pixel = v
+    elif f == "-seed": st.seed = -x
+    elif f == "-mosaic_seed": st.mosaic_seed = -x
+    elif f == "-misset_seed": st.misset_seed = -x
+    elif f == "-water": st.water = x / 1e6
+    elif f == "-float32": st.float32 = True
+    elif f == "-tile":
+        if x <= 0:
+            raise InputError("-tile: must be a positive number of pixels")
+        st.tile = x
+    elif f == "-demo": st.demo = True
+    else:  # pragma: no cover - every table entry is handled above
+        raise AssertionError(f)
+
+
+DEMO_ARGS = ["-cell", "70", "80", "90", "75", "85", "95", "-misset", "10", "20", "30", "-default_F", "100",
+             "-N", "5", "-mosaic", "0.3", "-mosaic_domains", "4", "-phi", "1", "-osc", "1", "-phisteps", "2",
+             "-lambda", "1.0", "-distance", "100", "-detpixels", "256", "-pixel", "0.1", "-oversample", "1"]
+
+
+def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
+    """Apply the reference's rules to parsed flags and build the library inputs."""
+    st = _State()
+    warnings: List[str] = []
+    if any(f == "-demo" for f, _ in parsed):
+        from .flags import parse
+        parsed = parse(DEMO_ARGS) + [p for p in parsed if p[0] != "-demo"]
+        st.demo = True
+        st.outputs.setdefault("float", "jaxbragg_demo.bin")
+    for f, v in parsed:      # the reference reads these two headers before any other option
+        if f == "-mask": st.mask = v[0]
+        if f == "-img": st.img = v[0]
+    mask_data = None
+    if st.mask is not None:
+        mask_data = _apply_header(st, st.mask, True)
+    if st.img is not None:
+        _apply_header(st, st.img, False)
+    for f, v in parsed:
+        _apply_flag(st, f, v)
+
+    # ---- detector size -------------------------------------------------------------------------
+    if st.pixel <= 0:
+        raise InputError("-pixel: pixel size must be positive")
+    if st.fpixels:
+        st.detsize_f = st.pixel * st.fpixels
+    if st.spixels:
+        st.detsize_s = st.pixel * st.spixels
+    fpixels = int(math.ceil(st.detsize_f / st.pixel - 0.5))
+    spixels = int(math.ceil(st.detsize_s / st.pixel - 0.5))
+    if fpixels <= 0 or spixels <= 0:
+        raise InputError("-detpixels/-detsize: the detector must have at least one pixel")
+    if fpixels * spixels > 1 << 28:
+        raise InputError(f"-detpixels: {fpixels}x{spixels} pixels is too large")
+    if mask_data is not None and mask_data.shape != (spixels, fpixels):
+        raise InputError(f"{st.mask}: mask is {mask_data.shape[1]}x{mask_data.shape[0]} pixels but the "
+                         f"detector is {fpixels}x{spixels}")
+
+    # ---- fluence and sample clipping ---------------------------------------------------------------
+    if st.flux != 0.0 and st.exposure > 0.0 and st.beamsize >= 0:
+        if st.beamsize == 0:
+            raise InputError("-beamsize: must be positive when -flux is given")
+        st.fluence = st.flux * st.exposure / st.beamsize / st.beamsize
+    if st.beamsize >= 0:
+        if st.beamsize < st.sample[1]:
+            warnings.append(f"clipping sample ({st.sample[1]:g} m high) with beam ({st.beamsize:g} m)")
+            st.sample[1] = st.beamsize
+        if st.beamsize < st.sample[2]:
+            warnings.append(f"clipping sample ({st.sample[2]:g} m wide) with beam ({st.beamsize:g} m)")
+            st.sample[2] = st.beamsize
+
+    # ---- beam centre defaults and the convention block ---------------------------------------------
+    px = st.pixel
+    Fclose = (st.ORGX - 0.5) * px if not math.isnan(st.ORGX) else st.detsize_f / 2.0
+    Sclose = (st.ORGY - 0.5) * px if not math.isnan(st.ORGY) else st.detsize_s / 2.0
+    Xclose = Fclose if math.isnan(st.Xclose) else st.Xclose
+    Yclose = Sclose if math.isnan(st.Yclose) else st.Yclose
+    Xbeam, Ybeam = st.Xbeam, st.Ybeam
+    conv = st.convention
+    pivot = st.pivot
+    if conv in _CONVENTIONS:
+        (st.beam_vector, st.fdet, st.sdet, st.odet, st.twotheta_axis, st.polar_vector,
+         st.spindle) = (np.array(v, float) for v in _CONVENTIONS[conv])
+    if conv == "adxv":
+        Xbeam = (st.detsize_f + px) / 2.0 if math.isnan(Xbeam) else Xbeam
+        Ybeam = (st.detsize_s - px) / 2.0 if math.isnan(Ybeam) else Ybeam
+        Fbeam, Sbeam, pivot = Xbeam, st.detsize_s - Ybeam, "beam"
+    elif conv in ("mosflm", "denzo"):
+        Xbeam = (st.detsize_s + px) / 2.0 if math.isnan(Xbeam) else Xbeam
+        Ybeam = (st.detsize_f + px) / 2.0 if math.isnan(Ybeam) else Ybeam
+        shift = 0.5 * px if conv == "mosflm" else 0.0
+        Fbeam, Sbeam, pivot = Ybeam + shift, Xbeam + shift, "beam"
+    else:  # xds, dials, custom
+        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
+        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
+        Fbeam, Sbeam = Xbeam, Ybeam
+        if conv == "custom":
+            Fclose, Sclose = Xbeam, Ybeam
+        else:
+            pivot = "sample"
+
+    beam_v = geometry.unitize(st.beam_vector)
+    fdet0, sdet0 = geometry.unitize(st.fdet), geometry.unitize(st.sdet)
+    if float(geometry.norm(st.odet)) != 1.0:
+        warnings.append("auto-generating odet_vector")
+        odet0 = geometry.unitize(np.cross(fdet0, sdet0))
+    else:
+        odet0 = geometry.unitize(st.odet)
+    polar_v = geometry.unitize(st.polar_vector)
+    spindle = geometry.unitize(st.spindle)
+    tt_axis = np.asarray(st.twotheta_axis, float)
+    for name, vec in (("-beam_vector", beam_v), ("-fdet_vector", fdet0), ("-sdet_vector", sdet0),
+                      ("-spindle_axis", spindle)):
+        if not np.any(vec):
+            raise InputError(f"{name}: vector must be non-zero")
+
+    # ---- step counts -------------------------------------------------------------------------------
+    phi0, osc, phistep, phisteps = st.phi0, st.osc, st.phistep, st.phisteps
+    if phisteps < 0:
+        if osc < 0.0:
+            if phistep <= 0.0:
+                phisteps, osc, phistep = 1, 0.0, 0.0
+            else:
+                osc, phisteps = phistep, 2
+        elif phistep <= 0.0:
+            phisteps, phistep = 2, osc / 2.0
+        else:
+            phisteps = int(math.ceil(osc / phistep))
+    else:
+        if phisteps == 0:
+            phisteps = 1
+        if osc < 0.0:
+            if phistep <= 0.0:
+                osc = 1.0 / RTD
+                phistep = osc / phisteps
+            else:
+                osc, phisteps = phistep, 2
+        elif phistep < 0.0:
+            phistep = osc / phisteps
+    hdivsteps, hdivrange, hdivstep = _steps_rule(st.hdivsteps, st.hdivrange, st.hdivstep, 1.0)
+    vdivsteps, vdivrange, vdivstep = _steps_rule(st.vdivsteps, st.vdivrange, st.vdivstep, 1.0)
+    dispsteps, dispersion, dispstep = _steps_rule(st.dispsteps, st.dispersion, st.dispstep, 1.0)
+    thick, thickstep, thicksteps = st.det_thick, st.det_thickstep, st.det_thicksteps
+    if thicksteps <= 0:
+        if thick < 0.0:
+            thicksteps, thick, thickstep = 1, 0.0, 0.0
+        elif thickstep <= 0.0:
+            thicksteps = 2
+            thickstep = thick / thicksteps
+        else:
+            thicksteps = int(math.ceil(thick / thickstep))
+    else:
+        if thick < 0.0:
+            thick = 0.5e-6
+            thickstep = thick / thicksteps
+        elif thickstep <= 0.0:
+            thicksteps = max(thicksteps, 2)
+            thickstep = thick / (thicksteps - 1)
+    mu = st.det_mu
+    if thick > 0.0 and mu < 0.0:
+        mu = 1.0 / thick
+        warnings.append(f"setting detector attenuation depth to {mu:g} m")
+    spread, domains = st.mosaic_spread, st.mosaic_domains
+    if domains <= 0:
+        if spread < 0.0:
+            domains, spread = 1, 0.0
+        elif spread == 0.0:
+            domains = 1
+        else:
+            warnings.append("finite mosaicity with only one domain! upping to 10 mosaic domains")
+            domains = 10
+    else:
+        if spread < 0.0:
+            warnings.append("no mosaic spread specified.  setting mosaic_domains = 1")
+            spread, domains = 0.0, 1
+        elif spread == 0.0:
+            warnings.append("zero mosaic spread specified.  setting mosaic_domains = 1")
+            domains = 1
+    if hdivrange <= 0.0 or hdivstep <= 0.0 or hdivsteps <= 0:
+        hdivsteps, hdivrange, hdivstep = 1, 0.0, 0.0
+    if vdivrange <= 0.0 or vdivstep <= 0.0 or vdivsteps <= 0:
+        vdivsteps, vdivrange, vdivstep = 1, 0.0, 0.0
+    if dispersion <= 0.0 or dispstep <= 0.0 or dispsteps <= 0:
+        dispsteps, dispersion, dispstep = 1, 0.0, 0.0
+    if thick <= 0.0 or thickstep <= 0.0 or thicksteps <= 0:
+        thicksteps, thick, thickstep = 1, 0.0, 0.0
+
+    # ---- detector placement (distance bookkeeping as the reference does it) ------------------------
+    ratio = float(np.dot(beam_v, geometry.rotate_xyz(odet0, np.array(st.rot))))
+    if ratio == 0.0:
+        raise InputError("detector is parallel to the beam (-distance/-detector_rot*/vectors)")
+    close = abs(ratio * st.distance) if math.isnan(st.close_distance) else st.close_distance
+    distance = close / ratio
+    center = (Fbeam, Sbeam) if pivot == "beam" else (Fclose, Sclose)
+    dist_param = distance if pivot == "beam" else close
+    from .. import detector as det_mod
+    frame = det_mod.place_detector(fdet0, sdet0, odet0, beam_v, np.array(st.rot), tt_axis,
+                                   st.twotheta, pivot, np.array(center), dist_param, st.pix0)
+    final_close = float(frame["close_distance"])
+    final_distance = float(frame["distance"])
+    if final_close <= 0 and not st.curved:
+        raise InputError("-distance: the detector must be in front of the sample (distance > 0)")
+
+    # ---- crystal -----------------------------------------------------------------------------------
+    if st.cell is None and st.matfile is None:
+        raise InputError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
+    recip = None
+    lengths = None
+    if st.cell is not None:
+        a = st.cell[0]
+        c6 = list(st.cell) + [0.0] * (6 - len(st.cell))
+        b_ = c6[1] if c6[1] > 0 else a
+        c_ = c6[2] if c6[2] > 0 else a
+        angles = [c6[i] / RTD if c6[i] > 0 else math.pi / 2 for i in (3, 4, 5)]
+        cell = np.array([a, b_, c_] + angles)
+        if a <= 0:
+            raise InputError("-cell: cell lengths must be positive")
+        if float(crystal.cell_volume(cell)) <= 0:
+            raise InputError("-cell: these angles give a zero cell volume")
+        recip = crystal.default_reciprocal(cell) * 1e10      # 1/m
+        lengths = cell[:3] * 1e-10
+    if st.matfile is not None:
+        recip = io.read_mat(os.path.join(cwd, st.matfile)) / st.lambda0
+    misset = (0.0, 0.0, 0.0)
+    misset_info = None
+    if st.misset == "random":
+        misset = rng.random_misset(st.misset_seed)
+        misset_info = tuple(m * RTD for m in misset)
+    elif st.misset is not None:
+        misset = st.misset
+    if any(misset):
+        recip = geometry.rotate_xyz(recip, np.array(misset))
+    lattice = crystal.lattice_from_reciprocal(recip, lengths)
+    cell_len = np.linalg.norm(lattice, axis=1)
+    Na, Nb, Nc = st.Na, st.Nb, st.Nc
+    if st.sample[0] > 0: Na = math.ceil(st.sample[0] / cell_len[0])
+    if st.sample[1] > 0: Nb = math.ceil(st.sample[1] / cell_len[1])
+    if st.sample[2] > 0: Nc = math.ceil(st.sample[2] / cell_len[2])
+    Na, Nb, Nc = (max(float(n), 1.0) for n in (Na, Nb, Nc))
+    xtal_max = max(cell_len[0] * Na, cell_len[1] * Nb, cell_len[2] * Nc)
+    recip_px = st.lambda0 * final_distance / px
+    recommended = max(int(math.ceil(3.0 * xtal_max / recip_px)), 1)
+    oversample = st.oversample if st.oversample > 0 else recommended
+    if oversample < recommended:
+        warnings.append(f"maximum dimension of sample is {xtal_max * 1e10:g} A")
+
+    # ---- structure factors -------------------------------------------------------------------------
+    grid = None
+    fdump_used = None
+    if st.hkl is not None:
+        grid = io.read_hkl(os.path.join(cwd, st.hkl), st.default_F)
+    else:
+        dump = os.path.join(cwd, st.dumpfile)
+        if os.path.isfile(dump):
+            grid = io.read_fdump(dump)
+            fdump_used = st.dumpfile
+        elif st.default_F == 0.0:
+            raise InputError("no structure factors: give -hkl FILE or -default_F VALUE")
+    interpolate = st.interpolate
+    if interpolate > 1:
+        interpolate = 1 if (Na <= 2 or Nb <= 2 or Nc <= 2) else 0
+    if grid is None:
+        interpolate = 0
+    if interpolate:
+        raise InputError("tricubic interpolation of structure factors is not supported yet "
+                         "(-interpolate, or -hkl with N <= 2); use -nointerpolate")
+
+    # ---- sources -----------------------------------------------------------------------------------
+    if st.sourcefile is not None:
+        table = io.read_sourcefile(os.path.join(cwd, st.sourcefile))
+        for col in range(3):
+            table[:, col] = np.where(np.isnan(table[:, col]), -beam_mod.SOURCE_DISTANCE * beam_v[col],
+                                     table[:, col])
+        table[:, 4] = np.where(np.isnan(table[:, 4]), st.lambda0, table[:, 4])
+        if np.any(table[:, 4] <= 0):
+            raise InputError(f"{st.sourcefile}: source wavelengths must be positive")
+        if np.any(np.linalg.norm(table[:, :3], axis=1) == 0):
+            raise InputError(f"{st.sourcefile}: a source sits at the sample position (0 0 0)")
+        source_dirs = geometry.unitize(table[:, :3])
+        source_lambda = table[:, 4].copy()
+        n_div = 0
+    else:
+        div = beam_mod.divergence_grid(hdivrange, hdivstep, hdivsteps, vdivrange, vdivstep, vdivsteps,
+                                       st.round_div)
+        source_dirs, source_lambda = beam_mod.make_sources(beam_v, polar_v, st.lambda0, div,
+                                                           dispersion, dispstep, dispsteps)
+        n_div = len(div)
+    if len(source_lambda) == 0:
+        raise InputError("no beam sources: the divergence settings leave no source")
+    if np.any(source_lambda <= 0):
+        raise InputError("-lambda/-energy/-dispersion: wavelengths must be positive")
+
+    umats = rng.mosaic_umats(spread, domains, st.mosaic_seed)
+
+    # ---- ROI ---------------------------------------------------------------------------------------
+    roi = None
+    if st.roi is not None:
+        roi = tuple(int(r) for r in st.roi)
+        if roi[0] > roi[1] or roi[2] > roi[3]:
+            raise InputError("-roi: expected xmin xmax ymin ymax with min <= max")
+
+    dtype = np.float32 if st.float32 else np.float64
+    cfg = SimConfig(
+        fpixels=fpixels, spixels=spixels, oversample=oversample, phisteps=phisteps,
+        mosaic_domains=domains, sources=len(source_lambda), thicksteps=thicksteps, shape=st.shape,
+        pivot=pivot, explicit_pix0=st.pix0 is not None, curved=st.curved, point_pixel=st.point_pixel,
+        polarization=not st.nopolar, thick_sensor=thick > 0.0, water=st.water != 0.0,
+        oversample_thick=st.os_thick, oversample_polar=st.os_polar, oversample_omega=st.os_omega,
+        phi_carryover=st.phi_carryover, roi=roi,
+        hkl_min=(grid.hmin, grid.kmin, grid.lmin) if grid is not None else None,
+        use_mask=mask_data is not None, tile_pixels=st.tile)
+    arr = lambda x: np.asarray(x, dtype=dtype)
+    params = Params(
+        lattice=arr(lattice), ncells=arr([Na, Nb, Nc]), fudge=arr(st.fudge), spindle=arr(spindle),
+        phi0=arr(phi0), phistep=arr(phistep), mosaic_umats=arr(umats), default_F=arr(st.default_F),
+        fdet=arr(fdet0), sdet=arr(sdet0), odet=arr(odet0), beam=arr(beam_v),
+        detector_rotations=arr(st.rot), twotheta_axis=arr(tt_axis), twotheta=arr(st.twotheta),
+        beam_center=arr(center), distance=arr(dist_param), pixel_size=arr(px),
+        source_dirs=arr(source_dirs), source_lambda=arr(source_lambda), fluence=arr(st.fluence),
+        kahn=arr(st.polarization), polar_vector=arr(polar_v), water_size=arr(st.water),
+        dmin=arr(st.dmin), thickstep=arr(thickstep), mu=arr(max(mu, 0.0)),
+        F_grid=arr(grid.F) if grid is not None else None,
+        pix0=arr(st.pix0) if st.pix0 is not None else None,
+        mask=np.asarray(mask_data) if mask_data is not None else None)
+
+    spot = det_mod.beam_spot(frame, beam_v)
+    info = dict(
+        convention=conv, pivot=pivot, fpixels=fpixels, spixels=spixels, pixel=px,
+        detsize_f=st.detsize_f, detsize_s=st.detsize_s, distance=final_distance, close_distance=final_close,
+        Xbeam=Xbeam, Ybeam=Ybeam, Fbeam=float(spot[0]), Sbeam=float(spot[1]),
+        Fclose=-float(np.dot(frame["pix0"], frame["fdet"])), Sclose=-float(np.dot(frame["pix0"], frame["sdet"])),
+        pix0=np.asarray(frame["pix0"]), fdet=np.asarray(frame["fdet"]), sdet=np.asarray(frame["sdet"]),
+        odet=np.asarray(frame["odet"]), beam=beam_v, spindle=spindle, polar_vector=polar_v,
+        lambda0=st.lambda0, phi0=phi0, osc=osc, phistep=phistep, phisteps=phisteps, twotheta=st.twotheta,
+        Ncells=(Na, Nb, Nc), lattice=np.asarray(lattice), oversample=oversample, recommended=recommended,
+        mosaic_spread=spread, mosaic_domains=domains, sources=len(source_lambda), divsteps=n_div,
+        thick=thick, thicksteps=thicksteps, mu=mu, fluence=st.fluence, misset_random=misset_info,
+        hkl=st.hkl, fdump_used=fdump_used, hkl_count=grid.count if grid is not None else 0,
+        default_F=st.default_F, shape=st.shape, steps=cfg.steps, grid=grid, dumpfile=st.dumpfile,
+        float32=st.float32, demo=st.demo)
+    options = dict(progress=st.progress, printout=st.printout, printout_pixel=st.printout_pixel,
+                   trace_pixel=st.trace_pixel, noise=st.noise, write_pgm=st.write_pgm,
+                   intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed)
+    return Setup(cfg, params, info, dict(st.outputs), options, warnings)

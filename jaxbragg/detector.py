@@ -1,0 +1,115 @@
+"""Detector placement, pixel positions, solid angle and sensor absorption.
+
+Corresponds to the detector set-up block of nanoBragg.c ``main`` (pivot logic, ``rotate`` by
+``-detector_rotx/y/z`` then ``rotate_axis`` by ``-twotheta``) and to the pixel part of its inner loop.
+
+Frame: ``fdet``/``sdet`` are the fast/slow pixel directions, ``odet`` the detector normal (pointing away
+from the sample), ``pix0`` the lab position of the corner of pixel (0, 0). A point at detector coordinates
+``(F, S)`` (metres along fast/slow from the corner) and depth ``O`` into the sensor sits at
+``pix0 + F fdet + S sdet + O odet``.
+
+Placement (R = rotation about x, y, z by the detector rotations, then about the two-theta axis):
+
+* pivot ``beam``: ``pix0 = -Fbeam fdet - Sbeam sdet + distance * beam`` with the rotated basis, so the
+  direct beam stays on ``(Fbeam, Sbeam)`` at ``distance`` along the beam.
+* pivot ``sample``: ``pix0 = R (-Fclose fdet0 - Sclose sdet0 + close_distance odet0)``: the detector
+  swings about the sample.
+* an explicit ``pix0`` overrides both (our extension; the C parses ``-pix0_vector`` and ignores it).
+
+After placement the reference recomputes ``close_distance = pix0 . odet`` and
+``distance = close_distance / (beam . Rxyz odet0)``; those are the values used by the solid angle and the
+curved detector.
+
+Per sub-pixel sample: ``omega = pixel^2 close_distance / R^3`` (``1 / R^2`` for ``point_pixel``), and for a
+sensor of ``layers`` slabs of thickness ``t`` and attenuation ``mu`` the capture fraction of layer ``i`` is
+``exp(-i t mu / p) - exp(-(i+1) t mu / p)`` with ``p = d . odet`` (``d`` the unit diffracted direction).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from . import geometry
+
+
+def place_detector(fdet0, sdet0, odet0, beam, rotations, twotheta_axis, twotheta, pivot, center,
+                   distance, pix0=None):
+    """Rotate the detector basis and place its origin.
+
+    Args:
+      fdet0, sdet0, odet0: [3] unrotated unit basis vectors.
+      beam: [3] unit direct-beam direction (from source to sample).
+      rotations: [3] detector rotations about lab x, y, z (radians).
+      twotheta_axis: [3] unit axis of the two-theta swing.
+      twotheta: two-theta angle (radians).
+      pivot: ``"beam"`` or ``"sample"`` (static).
+      center: [2] pivot point on the detector, metres: (Fbeam, Sbeam) for the beam pivot,
+        (Fclose, Sclose) for the sample pivot.
+      distance: metres; along the beam to the beam spot (beam pivot) or sample-to-plane distance before
+        rotation (sample pivot).
+      pix0: optional [3] explicit origin (overrides the pivot computation).
+
+    Returns:
+      dict with ``fdet, sdet, odet, pix0`` [3], ``close_distance`` and ``distance`` (metres, recomputed
+      from the final placement like the reference does).
+    """
+    rot = lambda v: geometry.rotate_axis(geometry.rotate_xyz(v, rotations), twotheta_axis, twotheta)
+    fdet, sdet, odet = rot(fdet0), rot(sdet0), rot(odet0)
+    ratio = jnp.dot(beam, geometry.rotate_xyz(odet0, rotations))
+    ratio = jnp.where(ratio == 0.0, jnp.finfo(jnp.result_type(ratio)).tiny, ratio)
+    if pix0 is not None:
+        origin = jnp.asarray(pix0)
+    elif pivot == "beam":
+        origin = -center[0] * fdet - center[1] * sdet + distance * beam
+    elif pivot == "sample":
+        origin = rot(-center[0] * fdet0 - center[1] * sdet0 + distance * odet0)
+    else:
+        raise ValueError(f"pivot must be 'beam' or 'sample', got {pivot!r}")
+    close = jnp.dot(origin, odet)
+    return dict(fdet=fdet, sdet=sdet, odet=odet, pix0=origin, close_distance=close,
+                distance=close / ratio, ratio=ratio)
+
+
+def beam_spot(frame, beam):
+    """Direct-beam position (Fbeam, Sbeam) [2] in metres on the placed detector."""
+    hit = frame["close_distance"] / frame["ratio"] * beam - frame["pix0"]
+    return jnp.stack([jnp.dot(frame["fdet"], hit), jnp.dot(frame["sdet"], hit)])
+
+
+def subpixel_offsets(oversample, pixel_size):
+    """Centres of the ``oversample x oversample`` sub-pixels, relative to the pixel corner.
+
+    Returns [O] offsets in metres: ``pixel/O * (i + 1/2)``.
+    """
+    sub = pixel_size / oversample
+    return sub * jnp.arange(oversample) + sub / 2.0
+
+
+def pixel_position(frame, f_coord, s_coord, depth, curved, beam):
+    """Lab position [..., 3] of detector coordinates (metres) at sensor depth ``depth``.
+
+    With ``curved`` (static) the flat position is mapped onto a sphere of radius ``distance`` the way the
+    reference does it: the beam-axis point is rotated about ``sdet`` by ``y / distance`` and then about
+    ``fdet`` by ``z / distance``, where ``y, z`` are the lab components of the flat position.
+    """
+    pos = (f_coord[..., None] * frame["fdet"] + s_coord[..., None] * frame["sdet"]
+           + depth[..., None] * frame["odet"] + frame["pix0"])
+    if not curved:
+        return pos
+    d = frame["distance"]
+    start = d * beam
+    first = geometry.rotate_axis(start, frame["sdet"], pos[..., 1:2] / d)
+    return geometry.rotate_axis(first, frame["fdet"], pos[..., 2:3] / d)
+
+
+def solid_angle(airpath, close_distance, pixel_size, point_pixel):
+    """Pixel solid angle [sr]: ``pixel^2 close / R^3``, or ``1 / R^2`` for a point pixel (static flag)."""
+    if point_pixel:
+        return 1.0 / (airpath * airpath)
+    return pixel_size * pixel_size / (airpath * airpath) * close_distance / airpath
+
+
+def capture_fraction(diffracted, odet, layer, thickstep, mu):
+    """Fraction of photons absorbed in sensor layer ``layer`` (0-based) for unit ``diffracted`` [..., 3]."""
+    parallax = jnp.sum(diffracted * odet, axis=-1)
+    return (jnp.exp(-layer * thickstep * mu / parallax)
+            - jnp.exp(-(layer + 1) * thickstep * mu / parallax))

@@ -1,0 +1,106 @@
+"""Rotations and small vector helpers (lab frame, right-handed, SI units).
+
+Equations
+---------
+* ``rotate_xyz(v, rx, ry, rz) = Rz(rz) @ Ry(ry) @ Rx(rx) @ v`` — rotations about the lab x axis first,
+  then y, then z, each right-handed (C routine ``rotate``).
+* ``rotate_axis(v, u, phi) = u (u.v)(1-cos phi) + v cos phi + (u x v) sin phi`` — Rodrigues rotation of
+  ``v`` by ``phi`` about the unit axis ``u`` (C routine ``rotate_axis``).
+* ``axis_matrix(u, phi)`` is the same rotation as a 3x3 matrix, so a stack of angles gives a stack of
+  matrices that ``vmap``/``einsum`` can apply to many vectors at once.
+
+All functions are pure. Called with JAX arrays (or under a trace) they use ``jax.numpy``; called with
+NumPy arrays / Python numbers only they use NumPy in float64, so set-up code (CLI, source generation)
+keeps double precision whatever the JAX configuration. Angles are radians.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _xp(*args):
+    """NumPy when every argument is a NumPy array or Python number, else ``jax.numpy``."""
+    return jnp if any(isinstance(a, jax.Array) for a in args) else np
+
+
+def rot_x(angle):
+    """Right-handed rotation matrix about the x axis [3, 3]."""
+    xp = _xp(angle)
+    c, s = xp.cos(angle), xp.sin(angle)
+    one, zero = xp.ones_like(c), xp.zeros_like(c)
+    return xp.stack([xp.stack([one, zero, zero]),
+                      xp.stack([zero, c, -s]),
+                      xp.stack([zero, s, c])])
+
+
+def rot_y(angle):
+    """Right-handed rotation matrix about the y axis [3, 3]."""
+    xp = _xp(angle)
+    c, s = xp.cos(angle), xp.sin(angle)
+    one, zero = xp.ones_like(c), xp.zeros_like(c)
+    return xp.stack([xp.stack([c, zero, s]),
+                      xp.stack([zero, one, zero]),
+                      xp.stack([-s, zero, c])])
+
+
+def rot_z(angle):
+    """Right-handed rotation matrix about the z axis [3, 3]."""
+    xp = _xp(angle)
+    c, s = xp.cos(angle), xp.sin(angle)
+    one, zero = xp.ones_like(c), xp.zeros_like(c)
+    return xp.stack([xp.stack([c, -s, zero]),
+                      xp.stack([s, c, zero]),
+                      xp.stack([zero, zero, one])])
+
+
+def xyz_matrix(angles):
+    """Matrix of ``rotate_xyz``: x first, then y, then z. ``angles`` [3] radians -> [3, 3]."""
+    xp = _xp(angles)
+    angles = xp.asarray(angles)
+    return rot_z(angles[2]) @ rot_y(angles[1]) @ rot_x(angles[0])
+
+
+def rotate_xyz(v, angles):
+    """Rotate vector(s) ``v`` [..., 3] about x, then y, then z by ``angles`` [3] (radians)."""
+    xp = _xp(v, angles)
+    return xp.einsum("ij,...j->...i", xyz_matrix(angles), v)
+
+
+def axis_matrix(axis, angle):
+    """Rodrigues rotation matrix [..., 3, 3] for unit ``axis`` [3] and ``angle`` [...] radians."""
+    xp = _xp(axis, angle)
+    axis = xp.asarray(axis)
+    angle = xp.asarray(angle)
+    c = xp.cos(angle)[..., None, None]
+    s = xp.sin(angle)[..., None, None]
+    x, y, z = axis[0], axis[1], axis[2]
+    k = xp.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]], dtype=xp.result_type(axis, angle))
+    uu = xp.outer(axis, axis)
+    eye = xp.eye(3, dtype=k.dtype)
+    return c * eye + s * k + (1.0 - c) * uu
+
+
+def rotate_axis(v, axis, angle):
+    """Rotate ``v`` [..., 3] by ``angle`` about unit ``axis`` [3] (Rodrigues form, as the C does it)."""
+    xp = _xp(v, axis, angle)
+    v = xp.asarray(v)
+    axis = xp.asarray(axis)
+    c, s = xp.cos(angle), xp.sin(angle)
+    dot = xp.sum(axis * v, axis=-1, keepdims=True) * (1.0 - c)
+    return axis * dot + v * c + xp.cross(axis, v) * s
+
+
+def norm(v):
+    """Euclidean length over the last axis."""
+    xp = _xp(v)
+    return xp.sqrt(xp.sum(v * v, axis=-1))
+
+
+def unitize(v):
+    """Unit vector along ``v`` [..., 3]; the zero vector stays zero (as in the C ``unitize``)."""
+    xp = _xp(v)
+    n = norm(v)[..., None]
+    safe = xp.where(n == 0, 1.0, n)
+    return xp.where(n == 0, 0.0, v / safe)
