@@ -54,6 +54,7 @@ class SimConfig:
       phi_carryover: reproduce the reference's phi = 0 lattice carry-over (C-parity option, off by default).
       roi: inclusive ``(fmin, fmax, smin, smax)`` pixel window, or ``None`` for the whole detector.
       hkl_min: ``(hmin, kmin, lmin)`` of ``Params.F_grid``; ``None`` when no grid is used.
+      interpolate: tricubic interpolation of ``F_grid`` (with the reference's out-of-range fallback).
       use_mask: skip pixels where ``Params.mask`` is zero.
       tile_pixels: pixels per tile; ``None`` picks one from ``sample_budget``.
       sample_budget: target number of pixel-samples held in memory at once.
@@ -79,6 +80,7 @@ class SimConfig:
     phi_carryover: bool = False
     roi: Optional[Tuple[int, int, int, int]] = None
     hkl_min: Optional[Tuple[int, int, int]] = None
+    interpolate: bool = False
     use_mask: bool = False
     tile_pixels: Optional[int] = None
     sample_budget: int = 1 << 20
@@ -188,7 +190,8 @@ def _lattice_stack(config: SimConfig, p: Params, angles):
     return stack.reshape(config.phisteps * config.mosaic_domains, 3, 3)
 
 
-def _pixel(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant):
+def _pixel(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant=False,
+           cutoff=None):
     """Photon count of one pixel (before masking).
 
     Args:
@@ -196,6 +199,13 @@ def _pixel(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix,
         ``first_variant`` (static) is set, the pixel's first sample group that survives ``dmin``, which
         uses variant 1 (see :func:`phi_schedule`).
       spix, fpix: integer pixel indices (traced).
+      cutoff: with interpolation, the within-pixel sample index from which nearest lookup replaces
+        tricubic interpolation (traced); ``None`` returns both variants, see below.
+
+    Returns:
+      The pixel value; with ``config.interpolate`` and no ``cutoff``, a tuple ``(value with tricubic F,
+      value with nearest F, index of the first sample failing the interpolation range test or
+      ``samples_per_pixel`` if none)``.
     """
     dtype = p.pixel_size.dtype
     nl, o = config.thicksteps, config.oversample
@@ -239,9 +249,8 @@ def _pixel(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix,
         hkl = hkl[..., 0, :, :]                                           # [L, O, O, S, PM, 3]
 
     f_latt = lattice.lattice_factor(hkl, p.ncells, p.fudge, recip_A, config.shape)
-    f_cell = structure_factors.lookup_nearest(hkl, p.F_grid, config.hkl_min, p.default_F)
-    term = jnp.where(valid[..., None], (f_cell * f_latt) ** 2, 0.0)       # [L, O, O, S, PM]
-
+    # samples the reference never reaches the F lookup for: beyond dmin, or zero F_latt without water
+    reached = valid[..., None] if config.water else valid[..., None] & (f_latt != 0.0)
     i_bg = beam_mod.water_background(p.fluence, p.water_size)
     running = config.oversample_thick or config.oversample_polar or config.oversample_omega
     if running:
@@ -252,25 +261,34 @@ def _pixel(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix,
             factor = factor * polar
         if config.oversample_omega:
             factor = factor * omega[..., None]
-        applied = valid[..., None]
-        if not config.water:
-            applied = applied & (f_latt != 0.0)
-        f_eff = jnp.where(applied, factor[..., None], 1.0).reshape(-1)
+        f_eff = jnp.where(reached, factor[..., None], 1.0).reshape(-1)
         tail = jnp.flip(jnp.cumprod(jnp.flip(f_eff)))                     # prod_{k >= j} f_k
-        total = jnp.sum(term.reshape(-1) * tail) + i_bg * tail[0]
-    else:
-        total = i_bg + jnp.sum(term)
 
-    scale = beam_mod.R_E_SQR * p.fluence * total / config.steps
+    scale = beam_mod.R_E_SQR * p.fluence / config.steps
     if not config.oversample_thick:
         scale = scale * capture[-1, 0, 0]
-    if not config.oversample_polar:
+    if not config.oversample_polar and config.polarization:
         flat_valid = valid.reshape(-1)
-        first_polar = jnp.where(jnp.any(flat_valid), polar.reshape(-1)[jnp.argmax(flat_valid)], 0.0)
-        scale = scale * (first_polar if config.polarization else 1.0)
+        scale = scale * jnp.where(jnp.any(flat_valid), polar.reshape(-1)[jnp.argmax(flat_valid)], 0.0)
     if not config.oversample_omega:
         scale = scale * omega[0, 0, 0]
-    return scale
+
+    def value(f_cell):
+        term = jnp.where(valid[..., None], (f_cell * f_latt) ** 2, 0.0)  # [L, O, O, S, PM]
+        if running:
+            return scale * (jnp.sum(term.reshape(-1) * tail) + i_bg * tail[0])
+        return scale * (i_bg + jnp.sum(term))
+
+    near = structure_factors.lookup_nearest(hkl, p.F_grid, config.hkl_min, p.default_F)
+    if not config.interpolate:
+        return value(near)
+    tri = structure_factors.lookup_tricubic(hkl, p.F_grid, config.hkl_min, p.default_F)
+    order = jnp.arange(f_latt.size).reshape(f_latt.shape)
+    if cutoff is not None:
+        return value(jnp.where(order < cutoff, tri, near))
+    bad = reached & ~structure_factors.interpolation_in_range(hkl, config.hkl_min, p.F_grid.shape)
+    first_bad = jnp.min(jnp.where(bad, order, f_latt.size))
+    return value(tri), value(near), first_bad
 
 
 def _choose_tile(config: SimConfig, n_pixels: int) -> int:
@@ -279,39 +297,90 @@ def _choose_tile(config: SimConfig, n_pixels: int) -> int:
     return max(1, min(n_pixels, config.sample_budget // max(config.samples_per_pixel, 1)))
 
 
-def render(config: SimConfig, p: Params):
-    """Render the image [spixels, fpixels] (photons per pixel). Un-jitted; see :func:`simulate`."""
+def _roi_shape(config: SimConfig):
+    f0, f1, s0, s1 = config.roi_box()
+    return max(s1 - s0 + 1, 0), max(f1 - f0 + 1, 0)
+
+
+def pixel_values(config: SimConfig, p: Params, start, count: int):
+    """Photon counts of ``count`` consecutive pixels of the ROI window (row-major), from ``start``.
+
+    ``start`` is traced and ``count`` static, so a caller can walk the window in equal chunks (to report
+    progress, or to bound host memory) with a single compilation. Indices past the end wrap around and
+    their values are meaningless; masking and the carry-over fix-up are applied by :func:`finish_image`.
+    """
     frame = detector_frame(config, p)
-    angles, first_angles = phi_schedule(config, p)
+    angles, _ = phi_schedule(config, p)
     lat_stack = _lattice_stack(config, p, angles)[None]
     recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
-
-    f0, f1, s0, s1 = config.roi_box()
-    nf, ns = max(f1 - f0 + 1, 0), max(s1 - s0 + 1, 0)
-    n_pix = nf * ns
-    image = jnp.zeros((config.spixels, config.fpixels), p.pixel_size.dtype)
-    if n_pix == 0:
-        return image
-    tile = _choose_tile(config, n_pix)
-    n_tiles = -(-n_pix // tile)
-    flat = jnp.arange(n_tiles * tile) % n_pix
+    f0, _, s0, _ = config.roi_box()
+    ns, nf = _roi_shape(config)
+    n_pix = ns * nf
+    tile = _choose_tile(config, count)
+    n_tiles = -(-count // tile)
+    flat = (start + jnp.arange(n_tiles * tile)) % n_pix
     s_idx = (s0 + flat // nf).reshape(n_tiles, tile)
     f_idx = (f0 + flat % nf).reshape(n_tiles, tile)
-
     pixel_fn = lambda s, f: _pixel(config, p, frame, lat_stack, recip_A, s, f, False)
     values = jax.lax.map(lambda sf: jax.vmap(pixel_fn)(sf[0], sf[1]), (s_idx, f_idx))
-    values = values.reshape(-1)[:n_pix].reshape(ns, nf)
+    return jax.tree_util.tree_map(lambda v: v.reshape(-1)[:count], values)
+
+
+def finish_image(config: SimConfig, p: Params, values):
+    """Full image [spixels, fpixels] from the ROI window's pixel values [ns * nf]: mask, carry-over, place."""
+    f0, f1, s0, s1 = config.roi_box()
+    ns, nf = _roi_shape(config)
+    image = jnp.zeros((config.spixels, config.fpixels), p.pixel_size.dtype)
+    if ns * nf == 0:
+        return image
+    if config.interpolate:
+        values = _interpolation_fallback(config, p, values, (s0, s1, f0, f1))
+    values = values.reshape(ns, nf)
     if config.use_mask:
         keep = p.mask[s0:s1 + 1, f0:f1 + 1] != 0
         values = jnp.where(keep, values, 0.0)
     if config.phi_carryover:
-        values = _apply_carryover(config, p, frame, angles, first_angles, recip_A, values,
-                                  (s0, s1, f0, f1))
+        values = _apply_carryover(config, p, values, (s0, s1, f0, f1))
     return image.at[s0:s1 + 1, f0:f1 + 1].set(values)
 
 
-def _apply_carryover(config, p, frame, angles, first_angles, recip_A, values, box):
+def _interpolation_fallback(config, p, values, box):
+    """The reference turns interpolation off for the rest of the image at its first out-of-range sample.
+
+    Pixels before that sample's pixel (in loop order) keep the tricubic value, pixels after it take the
+    nearest-neighbour value, and that pixel itself is re-rendered with the switch at the right sample.
+    """
+    tri, near, first_bad = values
+    s0, s1, f0, f1 = box
+    n = tri.shape[0]
+    bad = first_bad < config.samples_per_pixel
+    if config.use_mask:
+        bad = bad & (p.mask[s0:s1 + 1, f0:f1 + 1] != 0).reshape(-1)
+    k = jnp.argmax(bad)                       # first pixel holding an out-of-range sample
+    any_bad = jnp.any(bad)
+    idx = jnp.arange(n)
+    out = jnp.where(any_bad & (idx > k), near, tri)
+    frame = detector_frame(config, p)
+    angles, _ = phi_schedule(config, p)
+    nf = f1 - f0 + 1
+    mixed = _pixel(config, p, frame, _lattice_stack(config, p, angles)[None],
+                   crystal.reciprocal_from_lattice(p.lattice) * 1e-10, s0 + k // nf, f0 + k % nf,
+                   cutoff=first_bad[k])
+    return jnp.where(any_bad & (idx == k), mixed, out)
+
+
+def render(config: SimConfig, p: Params):
+    """Render the image [spixels, fpixels] (photons per pixel). Un-jitted; see :func:`simulate`."""
+    ns, nf = _roi_shape(config)
+    values = pixel_values(config, p, 0, ns * nf) if ns * nf else jnp.zeros((0,), p.pixel_size.dtype)
+    return finish_image(config, p, values)
+
+
+def _apply_carryover(config, p, values, box):
     """Re-render the image's first rendered pixel with its first sample group on the spec schedule."""
+    frame = detector_frame(config, p)
+    angles, first_angles = phi_schedule(config, p)
+    recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
     s0, s1, f0, f1 = box
     nf = f1 - f0 + 1
     if config.use_mask:

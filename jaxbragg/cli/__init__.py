@@ -72,45 +72,88 @@ def _check_writable(paths: List[str]):
             raise InputError(f"{path}: is a directory")
 
 
+def _render(setup, out, progress: bool):
+    """Render the image, in row chunks with a progress line when the job is large."""
+    import jax
+    import jax.numpy as jnp
+    from ..simulate import finish_image, pixel_values, simulate
+    cfg, params = setup.config, setup.params
+    f0, f1, s0, s1 = cfg.roi_box()
+    n_pix = max(f1 - f0 + 1, 0) * max(s1 - s0 + 1, 0)
+    work = n_pix * cfg.samples_per_pixel
+    if not progress or work < 20_000_000 or n_pix < 64:
+        return np.asarray(jax.block_until_ready(simulate(cfg, params)))
+    chunk = -(-n_pix // 20)
+    values_fn = jax.jit(pixel_values, static_argnums=(0, 3))
+    parts = []
+    for i, start in enumerate(range(0, n_pix, chunk)):
+        parts.append(np.asarray(values_fn(cfg, params, start, chunk)))
+        print(f"{min(100, (i + 1) * 100 * chunk // n_pix)}% done", file=out, flush=True)
+    values = jnp.asarray(np.concatenate(parts)[:n_pix])
+    return np.asarray(jax.jit(finish_image, static_argnums=0)(cfg, params, values))
+
+
 def run(argv: List[str], out=sys.stdout) -> int:
     """Run one command line; returns the exit status."""
+    from . import outputs as outmod
     parsed = flags_mod.parse(argv)
     setup = resolve(parsed, os.getcwd())
-    outputs = setup.outputs
-    _check_writable([p for p in outputs.values() if p])
+    opts, info = setup.options, setup.info
+    files = {"float": setup.outputs.get("float") or outmod.DEFAULT_NAMES["float"],
+             "int": setup.outputs.get("int") or outmod.DEFAULT_NAMES["int"]}
+    if opts["write_pgm"]:
+        files["pgm"] = setup.outputs.get("pgm") or outmod.DEFAULT_NAMES["pgm"]
+    if opts["noise"]:
+        files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
+    _check_writable(list(files.values()))
+
     import jax
-    if not setup.info["float32"]:
+    if not info["float32"]:
         jax.config.update("jax_enable_x64", True)
-    from ..simulate import simulate
-    params = jax.tree_util.tree_map(lambda x: x, setup.params)
     _print_summary(setup, out)
+    if opts["trace_pixel"] is not None or opts["printout_pixel"] is not None:
+        from .trace import trace_pixel
+        f, s = opts["trace_pixel"] or opts["printout_pixel"]
+        trace_pixel(setup, int(s), int(f), out)
     t0 = time.perf_counter()
-    image = np.asarray(jax.block_until_ready(simulate(setup.config, params)), dtype=np.float64)
-    elapsed = time.perf_counter() - t0
-    _report(image, setup, out, elapsed)
+    image = _render(setup, out, opts["progress"])
+    image32 = image.astype(np.float32)
+    print(f"rendered {setup.config.spixels}x{setup.config.fpixels} pixels in {time.perf_counter() - t0:.3f} s",
+          file=out)
+
+    roi = setup.config.roi_box()
+    stats = outmod.statistics(image32, roi, setup.params.mask)
+    active = outmod.roi_mask(image32.shape, roi)
+    print("max_I = %g  at pixel (slow %d, fast %d)" % (stats["max"], *stats["argmax"]), file=out)
+    print("mean= %g rms= %g rmsd= %g" % (stats["mean"], stats["rms"], stats["rmsd"]), file=out)
+
+    # build every output in memory first; a failure leaves no file behind
+    blobs = {}
     from .. import io
-    if outputs.get("float"):
-        io.write_float(outputs["float"], image.astype(np.float32))
-        print(f"writing {outputs['float']} as {image.size} 4-byte floats", file=out)
+    adc = opts["adc"]
+    scale = opts["intfile_scale"]
+    if scale <= 0.0:
+        scale = 55000.0 / stats["max"] if stats["max"] > 0.0 else 1.0
+    print(f"intfile_scale = {scale:g}", file=out)
+    items = outmod.header_items(info, adc)
+    blobs["int"] = io.smv.smv_bytes(outmod.int_image(image32, scale, adc, active), items)
+    if "pgm" in files:
+        pgm_scale = opts["pgm_scale"]
+        if pgm_scale <= 0.0:
+            pgm_scale = 250.0 / (5.0 * stats["rmsd"]) if stats["rmsd"] > 0.0 else scale
+        print(f"pgm_scale = {pgm_scale:g}", file=out)
+        blobs["pgm"] = io.pgm.pgm_bytes(outmod.pgm_image(image32, pgm_scale, active), pgm_scale)
+    if "noise" in files:
+        noisy, photons, overloads = outmod.noise_image(image32, opts["seed"], adc, active)
+        print(f"{photons:.0f} photons on noise image ({overloads} overloads)", file=out)
+        blobs["noise"] = io.smv.smv_bytes(noisy, items)
+    io.write_float(files["float"], image32)
+    print(f"writing {files['float']} as {image32.size} 4-byte floats", file=out)
+    for key in ("int", "pgm", "noise"):
+        if key in blobs:
+            io._common.atomic_write(files[key], [blobs[key]])
+            print(f"writing {files[key]}", file=out)
     return 0
-
-
-def _report(image, setup, out, elapsed):
-    cfg = setup.config
-    f0, f1, s0, s1 = cfg.roi_box()
-    window = image[s0:s1 + 1, f0:f1 + 1]
-    valid = np.ones_like(window, bool)
-    if setup.params.mask is not None:
-        valid = np.asarray(setup.params.mask)[s0:s1 + 1, f0:f1 + 1] != 0
-    vals = window[valid]
-    n = max(vals.size, 1)
-    mean = vals.sum() / n
-    rms = np.sqrt((vals ** 2).sum() / max(n - 1, 1))
-    rmsd = np.sqrt(((vals - mean) ** 2).sum() / max(n - 1, 1))
-    idx = np.unravel_index(np.argmax(image), image.shape)
-    print(f"rendered in {elapsed:.3f} s", file=out)
-    print(f"max_I = {image.max():g}  at pixel (slow {idx[0]}, fast {idx[1]})", file=out)
-    print(f"mean= {mean:g} rms= {rms:g} rmsd= {rmsd:g}", file=out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -126,8 +169,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"jaxbragg: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxbragg: interrupted", file=sys.stderr)
+        print("jaxbragg: interrupted; no output written", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("jaxbragg: error: out of memory; use a smaller -tile or detector", file=sys.stderr)
+        return 2
+    except Exception as e:  # an internal error: one line, no traceback (JAXBRAGG_DEBUG=1 shows it)
+        if os.environ.get("JAXBRAGG_DEBUG"):
+            raise
+        print(f"jaxbragg: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -563,9 +563,6 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         interpolate = 1 if (Na <= 2 or Nb <= 2 or Nc <= 2) else 0
     if grid is None:
         interpolate = 0
-    if interpolate:
-        raise InputError("tricubic interpolation of structure factors is not supported yet "
-                         "(-interpolate, or -hkl with N <= 2); use -nointerpolate")
 
     # ---- sources -----------------------------------------------------------------------------------
     if st.sourcefile is not None:
@@ -610,7 +607,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         oversample_thick=st.os_thick, oversample_polar=st.os_polar, oversample_omega=st.os_omega,
         phi_carryover=st.phi_carryover, roi=roi,
         hkl_min=(grid.hmin, grid.kmin, grid.lmin) if grid is not None else None,
-        use_mask=mask_data is not None, tile_pixels=st.tile)
+        interpolate=bool(interpolate), use_mask=mask_data is not None, tile_pixels=st.tile)
     arr = lambda x: np.asarray(x, dtype=dtype)
     params = Params(
         lattice=arr(lattice), ncells=arr([Na, Nb, Nc]), fudge=arr(st.fudge), spindle=arr(spindle),
@@ -623,7 +620,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         dmin=arr(st.dmin), thickstep=arr(thickstep), mu=arr(max(mu, 0.0)),
         F_grid=arr(grid.F) if grid is not None else None,
         pix0=arr(st.pix0) if st.pix0 is not None else None,
-        mask=np.asarray(mask_data) if mask_data is not None else None)
+        mask=arr(mask_data != 0) if mask_data is not None else None)
 
     spot = det_mod.beam_spot(frame, beam_v)
     info = dict(
@@ -631,6 +628,9 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         detsize_f=st.detsize_f, detsize_s=st.detsize_s, distance=final_distance, close_distance=final_close,
         Xbeam=Xbeam, Ybeam=Ybeam, Fbeam=float(spot[0]), Sbeam=float(spot[1]),
         Fclose=-float(np.dot(frame["pix0"], frame["fdet"])), Sclose=-float(np.dot(frame["pix0"], frame["sdet"])),
+        ORGX=-float(np.dot(frame["pix0"], frame["fdet"])) / px + 0.5,
+        ORGY=-float(np.dot(frame["pix0"], frame["sdet"])) / px + 0.5,
+        dials_origin=1000.0 * np.array([frame["pix0"][2], frame["pix0"][1], -frame["pix0"][0]]),
         pix0=np.asarray(frame["pix0"]), fdet=np.asarray(frame["fdet"]), sdet=np.asarray(frame["sdet"]),
         odet=np.asarray(frame["odet"]), beam=beam_v, spindle=spindle, polar_vector=polar_v,
         lambda0=st.lambda0, phi0=phi0, osc=osc, phistep=phistep, phisteps=phisteps, twotheta=st.twotheta,
