@@ -40,8 +40,8 @@ def polarization_factor(kahn, incident, diffracted, axis):
     sin2t_sqr = 1.0 - cos2t_sqr
     b_in = geometry.unitize(jnp.cross(axis, incident))
     e_in = geometry.unitize(jnp.cross(incident, b_in))
+    # the reference skips psi when K = 0; it is multiplied by K anyway, and computing it keeps dP/dK right
     psi = -jnp.arctan2(jnp.sum(diffracted * b_in, axis=-1), jnp.sum(diffracted * e_in, axis=-1))
-    psi = jnp.where(kahn != 0.0, psi, 0.0)
     return 0.5 * (1.0 + cos2t_sqr - kahn * jnp.cos(2.0 * psi) * sin2t_sqr)
 
 

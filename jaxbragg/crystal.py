@@ -20,8 +20,10 @@ Conventions
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from . import geometry
+from .geometry import _xp
 
 
 def cell_volume(cell):
@@ -30,31 +32,60 @@ def cell_volume(cell):
     Uses the half-angle-sum form the reference uses: ``V = 2abc sqrt|sin s sin(s-al) sin(s-be) sin(s-ga)|``
     with ``s = (al + be + ga) / 2``.
     """
+    xp = _xp(cell)
     a, b, c, al, be, ga = (cell[i] for i in range(6))
     s = (al + be + ga) / 2
-    skew = jnp.abs(jnp.sin(s) * jnp.sin(s - al) * jnp.sin(s - be) * jnp.sin(s - ga))
-    return 2.0 * a * b * c * jnp.sqrt(skew)
+    skew = xp.abs(xp.sin(s) * xp.sin(s - al) * xp.sin(s - be) * xp.sin(s - ga))
+    return 2.0 * a * b * c * xp.sqrt(skew)
+
+
+def _reciprocal_parts(cell):
+    xp = _xp(cell)
+    cell = xp.asarray(cell)
+    a, b, c, al, be, ga = (cell[i] for i in range(6))
+    v = cell_volume(cell)
+    a_s = b * c * xp.sin(al) / v
+    b_s = c * a * xp.sin(be) / v
+    c_s = a * b * xp.sin(ga) / v
+    cos_al_s = (xp.cos(be) * xp.cos(ga) - xp.cos(al)) / (xp.sin(be) * xp.sin(ga))
+    cos_be_s = (xp.cos(ga) * xp.cos(al) - xp.cos(be)) / (xp.sin(ga) * xp.sin(al))
+    cos_ga_s = (xp.cos(al) * xp.cos(be) - xp.cos(ga)) / (xp.sin(al) * xp.sin(be))
+    sin_ga_s = xp.minimum(c / (v * a_s * b_s), 1.0)  # sin(gamma*) = c V* / (a* b*)
+    return a, b, c, v, a_s, b_s, c_s, cos_al_s, cos_be_s, cos_ga_s, sin_ga_s
+
+
+def _assemble(a_s, b_s, c_s, cos_al_s, cos_be_s, cos_ga_s, sin_ga_s, c_z):
+    xp = _xp(a_s, b_s, c_s, cos_al_s, cos_be_s, cos_ga_s, sin_ga_s, c_z)
+    zero = xp.zeros_like(a_s)
+    return xp.stack([
+        xp.stack([a_s, zero, zero]),
+        xp.stack([b_s * cos_ga_s, b_s * sin_ga_s, zero]),
+        xp.stack([c_s * cos_be_s, c_s * (cos_al_s - cos_be_s * cos_ga_s) / sin_ga_s, c_z]),
+    ])
 
 
 def default_reciprocal(cell):
-    """Reciprocal vectors [3, 3] (rows a*, b*, c*, 1/length unit) of ``cell`` in the default orientation."""
-    cell = jnp.asarray(cell)
-    a, b, c, al, be, ga = (cell[i] for i in range(6))
-    v = cell_volume(cell)
-    a_s = b * c * jnp.sin(al) / v
-    b_s = c * a * jnp.sin(be) / v
-    c_s = a * b * jnp.sin(ga) / v
-    cos_al_s = (jnp.cos(be) * jnp.cos(ga) - jnp.cos(al)) / (jnp.sin(be) * jnp.sin(ga))
-    cos_be_s = (jnp.cos(ga) * jnp.cos(al) - jnp.cos(be)) / (jnp.sin(ga) * jnp.sin(al))
-    cos_ga_s = (jnp.cos(al) * jnp.cos(be) - jnp.cos(ga)) / (jnp.sin(al) * jnp.sin(be))
-    sin_ga_s = jnp.minimum(c / (v * a_s * b_s), 1.0)  # sin(gamma*) = c V* / (a* b*)
-    zero = jnp.zeros_like(a_s)
-    return jnp.stack([
-        jnp.stack([a_s, zero, zero]),
-        jnp.stack([b_s * cos_ga_s, b_s * sin_ga_s, zero]),
-        jnp.stack([c_s * cos_be_s, c_s * (cos_al_s - cos_be_s * cos_ga_s) / sin_ga_s,
-                   c_s * v / (a * b * c * sin_ga_s)]),
-    ])
+    """Reciprocal vectors [3, 3] (rows a*, b*, c*, 1/length unit) of ``cell`` in the default orientation.
+
+    ``a*`` along x, ``b*`` in the x-y plane, and ``c*_z = 1 / (V a* b* sin gamma*)`` so that the vectors
+    are exactly the reciprocal basis of the requested cell.
+    """
+    a, b, c, v, a_s, b_s, c_s, cal, cbe, cga, sga = _reciprocal_parts(cell)
+    return _assemble(a_s, b_s, c_s, cal, cbe, cga, sga, 1.0 / (v * a_s * b_s * sga))
+
+
+def reference_default_reciprocal(cell):
+    """The reference's default orientation, including its ``c*_z`` (C-parity; used by the CLI only).
+
+    nanoBragg.c sets ``c*_z = |c*| V / (a b c sin gamma*)``, which equals the exact ``1 / (V a* b* sin
+    gamma*)`` only when ``abc sin(alpha) sin(beta) sin(gamma) = V``, i.e. for cells with right angles.
+    For other cells the real-space cell it then builds (lengths forced to a, b, c) has slightly different
+    angles than requested (75/85/95 deg becomes 75.039/85.014/95.008 deg, as the C itself prints). The CLI
+    reproduces this so that ``-cell`` gives the reference's images; the library API uses
+    :func:`default_reciprocal`. See specs/deviations.md.
+    """
+    a, b, c, v, a_s, b_s, c_s, cal, cbe, cga, sga = _reciprocal_parts(cell)
+    return _assemble(a_s, b_s, c_s, cal, cbe, cga, sga, c_s * v / (a * b * c * sga))
 
 
 def lattice_from_reciprocal(recip, lengths=None):
@@ -65,23 +96,25 @@ def lattice_from_reciprocal(recip, lengths=None):
       lengths: optional [3] target lengths of a, b, c (the reference's user-cell path); when absent the
         plain duality ``a = (b* x c*) / V*`` is used (the ``-mat`` path).
     """
-    recip = jnp.asarray(recip)
-    bxc = jnp.cross(recip[1], recip[2])
-    cxa = jnp.cross(recip[2], recip[0])
-    axb = jnp.cross(recip[0], recip[1])
-    crosses = jnp.stack([bxc, cxa, axb])
+    xp = _xp(recip, lengths)
+    recip = xp.asarray(recip)
+    bxc = xp.cross(recip[1], recip[2])
+    cxa = xp.cross(recip[2], recip[0])
+    axb = xp.cross(recip[0], recip[1])
+    crosses = xp.stack([bxc, cxa, axb])
     if lengths is None:
-        v_star = jnp.dot(recip[0], bxc)
+        v_star = xp.dot(recip[0], bxc)
         return crosses / v_star
-    return geometry.unitize(crosses) * jnp.asarray(lengths)[:, None]
+    return geometry.unitize(crosses) * xp.asarray(lengths)[:, None]
 
 
 def reciprocal_from_lattice(lattice):
     """Reciprocal rows [3, 3] of a real-space lattice (rows a, b, c): ``a* = (b x c) / V``."""
+    xp = _xp(lattice)
     a, b, c = lattice[0], lattice[1], lattice[2]
-    bxc = jnp.cross(b, c)
-    v = jnp.dot(a, bxc)
-    return jnp.stack([bxc, jnp.cross(c, a), jnp.cross(a, b)]) / v
+    bxc = xp.cross(b, c)
+    v = xp.dot(a, bxc)
+    return xp.stack([bxc, xp.cross(c, a), xp.cross(a, b)]) / v
 
 
 def lattice_from_cell(cell, misset=(0.0, 0.0, 0.0)):
@@ -91,8 +124,9 @@ def lattice_from_cell(cell, misset=(0.0, 0.0, 0.0)):
       cell: [6] ``(a, b, c, alpha, beta, gamma)``, angles in radians.
       misset: [3] rotations about x, y, z in radians, applied to the reciprocal vectors.
     """
-    cell = jnp.asarray(cell)
-    recip = geometry.rotate_xyz(default_reciprocal(cell), jnp.asarray(misset, dtype=cell.dtype))
+    xp = _xp(cell, misset)
+    cell = xp.asarray(cell)
+    recip = geometry.rotate_xyz(default_reciprocal(cell), xp.asarray(misset, dtype=cell.dtype))
     return lattice_from_reciprocal(recip, cell[:3])
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from . import geometry
+from .geometry import _xp
 
 
 def place_detector(fdet0, sdet0, odet0, beam, rotations, twotheta_axis, twotheta, pivot, center,
@@ -52,27 +53,34 @@ def place_detector(fdet0, sdet0, odet0, beam, rotations, twotheta_axis, twotheta
       dict with ``fdet, sdet, odet, pix0`` [3], ``close_distance`` and ``distance`` (metres, recomputed
       from the final placement like the reference does).
     """
+    xp = _xp(fdet0, sdet0, odet0, beam, rotations, twotheta_axis, twotheta, center, distance, pix0)
     rot = lambda v: geometry.rotate_axis(geometry.rotate_xyz(v, rotations), twotheta_axis, twotheta)
     fdet, sdet, odet = rot(fdet0), rot(sdet0), rot(odet0)
-    ratio = jnp.dot(beam, geometry.rotate_xyz(odet0, rotations))
-    ratio = jnp.where(ratio == 0.0, jnp.finfo(jnp.result_type(ratio)).tiny, ratio)
+    ratio = xp.dot(beam, geometry.rotate_xyz(odet0, rotations))
+    ratio = xp.where(ratio == 0.0, xp.finfo(xp.result_type(ratio)).tiny, ratio)
     if pix0 is not None:
-        origin = jnp.asarray(pix0)
+        origin = xp.asarray(pix0)
     elif pivot == "beam":
         origin = -center[0] * fdet - center[1] * sdet + distance * beam
     elif pivot == "sample":
         origin = rot(-center[0] * fdet0 - center[1] * sdet0 + distance * odet0)
     else:
         raise ValueError(f"pivot must be 'beam' or 'sample', got {pivot!r}")
-    close = jnp.dot(origin, odet)
+    close = xp.dot(origin, odet)
     return dict(fdet=fdet, sdet=sdet, odet=odet, pix0=origin, close_distance=close,
                 distance=close / ratio, ratio=ratio)
 
 
 def beam_spot(frame, beam):
-    """Direct-beam position (Fbeam, Sbeam) [2] in metres on the placed detector."""
+    """The reference's reported beam centre (Fbeam, Sbeam) [2] in metres, as written to image headers.
+
+    The reference intersects the beam with the plane using ``close_distance / (beam . Rxyz odet0)``,
+    i.e. ignoring the two-theta swing in the ratio; with a non-zero two-theta this differs from the true
+    intersection, and we keep the reference's value because it only feeds the header.
+    """
+    xp = _xp(frame["pix0"], beam)
     hit = frame["close_distance"] / frame["ratio"] * beam - frame["pix0"]
-    return jnp.stack([jnp.dot(frame["fdet"], hit), jnp.dot(frame["sdet"], hit)])
+    return xp.stack([xp.dot(frame["fdet"], hit), xp.dot(frame["sdet"], hit)])
 
 
 def subpixel_offsets(oversample, pixel_size):

@@ -398,5 +398,20 @@ def _apply_carryover(config, p, values, box):
     return flat.at[first].set(value).reshape(values.shape)
 
 
-simulate = jax.jit(render, static_argnums=0)
-simulate.__doc__ = """Jitted :func:`render`: ``simulate(config, params) -> image [spixels, fpixels]``."""
+_simulate_jit = jax.jit(render, static_argnums=0)
+
+
+def _strong(x):
+    x = jnp.asarray(x)
+    return x if not getattr(x, "weak_type", False) else jnp.asarray(x, dtype=x.dtype)
+
+
+def simulate(config: SimConfig, params: Params):
+    """Render the image [spixels, fpixels] (photons per pixel): jitted :func:`render`.
+
+    ``config`` is static (one compilation per distinct config); every leaf of ``params`` is traced, so
+    changing values (not shapes or dtypes) never recompiles. Weakly typed leaves (e.g. a Python float put
+    in with ``params.replace``) are made strongly typed first so they do not trigger a recompilation.
+    Composes with ``jax.grad``, ``jax.vmap`` and an outer ``jax.jit``.
+    """
+    return _simulate_jit(config, jax.tree_util.tree_map(_strong, params))

@@ -93,10 +93,16 @@ def _render(setup, out, progress: bool):
     return np.asarray(jax.jit(finish_image, static_argnums=0)(cfg, params, values))
 
 
-def run(argv: List[str], out=sys.stdout) -> int:
-    """Run one command line; returns the exit status."""
+def run(argv: List[str], out=None) -> int:
+    """Run one command line; returns the exit status. ``out`` defaults to the *current* ``sys.stdout``."""
+    out = sys.stdout if out is None else out
     from . import outputs as outmod
     parsed = flags_mod.parse(argv)
+    import jax
+    # the command line computes in double like the reference (set-up is NumPy float64 regardless);
+    # -float32 renders in single precision
+    if not any(flag == "-float32" for flag, _ in parsed):
+        jax.config.update("jax_enable_x64", True)
     setup = resolve(parsed, os.getcwd())
     opts, info = setup.options, setup.info
     files = {"float": setup.outputs.get("float") or outmod.DEFAULT_NAMES["float"],
@@ -107,13 +113,10 @@ def run(argv: List[str], out=sys.stdout) -> int:
         files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
     _check_writable(list(files.values()))
 
-    import jax
-    if not info["float32"]:
-        jax.config.update("jax_enable_x64", True)
     _print_summary(setup, out)
     if opts["trace_pixel"] is not None or opts["printout_pixel"] is not None:
         from .trace import trace_pixel
-        f, s = opts["trace_pixel"] or opts["printout_pixel"]
+        s, f = opts["trace_pixel"] if opts["trace_pixel"] is not None else opts["printout_pixel"][::-1]
         trace_pixel(setup, int(s), int(f), out)
     t0 = time.perf_counter()
     image = _render(setup, out, opts["progress"])
@@ -147,6 +150,13 @@ def run(argv: List[str], out=sys.stdout) -> int:
         noisy, photons, overloads = outmod.noise_image(image32, opts["seed"], adc, active)
         print(f"{photons:.0f} photons on noise image ({overloads} overloads)", file=out)
         blobs["noise"] = io.smv.smv_bytes(noisy, items)
+    if info["hkl"] is not None and info["grid"] is not None:
+        # like the reference: cache the structure factors read from -hkl for runs without -hkl
+        try:
+            io.write_fdump(info["dumpfile"], info["grid"])
+            print(f"writing dump file for next time: {info['dumpfile']}", file=out)
+        except InputError as e:
+            print(f"WARNING: unable to write dump file: {e}", file=out)
     io.write_float(files["float"], image32)
     print(f"writing {files['float']} as {image32.size} 4-byte floats", file=out)
     for key in ("int", "pgm", "noise"):

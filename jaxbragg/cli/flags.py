@@ -88,9 +88,18 @@ def _is_number(token: str) -> bool:
         return False
 
 
+def _parses(token: str) -> bool:
+    """True for anything ``float`` reads, non-finite values included (so they get a precise message)."""
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
 def _take(argv: List[str], i: int, flag: str, n: int) -> List[str]:
     vals = argv[i + 1:i + 1 + n]
-    if len(vals) < n or any(v.startswith("-") and not _is_number(v) for v in vals):
+    if len(vals) < n or any(v.startswith("-") and not _parses(v) for v in vals):
         raise InputError(f"{flag}: expected {n} value{'s' if n > 1 else ''}")
     return vals
 
@@ -124,12 +133,12 @@ def parse(argv: List[str]) -> List[Tuple[str, tuple]]:
             vals, used = tuple(_number(flag, t, kind[1] == "i") for t in toks), n
         elif kind == "cell":
             toks = []
-            while len(toks) < 6 and i + 1 + len(toks) < len(argv) and _is_number(argv[i + 1 + len(toks)]) \
+            while len(toks) < 6 and i + 1 + len(toks) < len(argv) and _parses(argv[i + 1 + len(toks)]) \
                     and not argv[i + 1 + len(toks)].startswith("-"):
                 toks.append(argv[i + 1 + len(toks)])
             if not toks:
                 raise InputError(f"{flag}: expected a b c [alpha beta gamma]")
-            vals, used = tuple(float(t) for t in toks), len(toks)
+            vals, used = tuple(_number(flag, t, False) for t in toks), len(toks)
         elif kind == "misset":
             if i + 1 < len(argv) and argv[i + 1].startswith("rand"):
                 vals, used = ("random",), 1

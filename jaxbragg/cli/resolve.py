@@ -231,6 +231,8 @@ def _apply_flag(st: _State, flag: str, v: tuple):
     elif f == "-detsize": st.detsize_f = st.detsize_s = x / 1000.0
     elif f == "-detsize_f": st.detsize_f = x / 1000.0
     elif f == "-detsize_s": st.detsize_s = x / 1000.0
+    elif f in ("-detpixels", "-detpixels_f", "-detpixels_x", "-detpixels_s", "-detpixels_y") and x <= 0:
+        raise InputError(f"{f}: the detector must have at least one pixel, got {x}")
     elif f == "-detpixels": st.fpixels = st.spixels = x
     elif f in ("-detpixels_f", "-detpixels_x"): st.fpixels = x
     elif f in ("-detpixels_s", "-detpixels_y"): st.spixels = x
@@ -489,7 +491,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
 
     # ---- detector placement (distance bookkeeping as the reference does it) ------------------------
     ratio = float(np.dot(beam_v, geometry.rotate_xyz(odet0, np.array(st.rot))))
-    if ratio == 0.0:
+    if abs(ratio) < 1e-9:   # cos(90 deg) is 6e-17, not 0: treat edge-on as parallel
         raise InputError("detector is parallel to the beam (-distance/-detector_rot*/vectors)")
     close = abs(ratio * st.distance) if math.isnan(st.close_distance) else st.close_distance
     distance = close / ratio
@@ -519,7 +521,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
             raise InputError("-cell: cell lengths must be positive")
         if float(crystal.cell_volume(cell)) <= 0:
             raise InputError("-cell: these angles give a zero cell volume")
-        recip = crystal.default_reciprocal(cell) * 1e10      # 1/m
+        recip = crystal.reference_default_reciprocal(cell) * 1e10      # 1/m (the C's construction)
         lengths = cell[:3] * 1e-10
     if st.matfile is not None:
         recip = io.read_mat(os.path.join(cwd, st.matfile)) / st.lambda0
@@ -559,8 +561,8 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         elif st.default_F == 0.0:
             raise InputError("no structure factors: give -hkl FILE or -default_F VALUE")
     interpolate = st.interpolate
-    if interpolate > 1:
-        interpolate = 1 if (Na <= 2 or Nb <= 2 or Nc <= 2) else 0
+    if interpolate > 1:   # decided, like the reference, from -N/-Na/-Nb/-Nc before -xtalsize is applied
+        interpolate = 1 if (st.Na <= 2 or st.Nb <= 2 or st.Nc <= 2) else 0
     if grid is None:
         interpolate = 0
 
@@ -597,6 +599,9 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         roi = tuple(int(r) for r in st.roi)
         if roi[0] > roi[1] or roi[2] > roi[3]:
             raise InputError("-roi: expected xmin xmax ymin ymax with min <= max")
+        if roi[1] < 0 or roi[3] < 0 or roi[0] > fpixels - 1 or roi[2] > spixels - 1:
+            raise InputError(f"-roi: the window {roi[0]} {roi[1]} {roi[2]} {roi[3]} lies outside the "
+                             f"{fpixels}x{spixels}-pixel detector")
 
     dtype = np.float32 if st.float32 else np.float64
     cfg = SimConfig(

@@ -1,0 +1,99 @@
+"""The kernel as a library: jit/no-jit, no recompilation, tiling, dtypes, gradients, vmap."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxbragg.simulate import _simulate_jit, render, simulate
+
+from helpers import setup_from
+
+SMALL = ("-cell 50 60 70 80 95 100 -misset 5 10 15 -default_F 100 -N 4 -lambda 1.0 -distance 60 "
+         "-detpixels 24 -pixel 0.3 -oversample 2 -phi 1 -osc 1 -phisteps 2 -mosaic 0.3 -mosaic_domains 2")
+
+
+@pytest.fixture(scope="module")
+def small():
+    return setup_from(SMALL)
+
+
+def test_jit_equals_eager(small):
+    eager = render(small.config, small.params)
+    jitted = simulate(small.config, small.params)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-12, atol=0)
+    assert float(jnp.max(jitted)) > 0
+
+
+def test_traced_parameters_do_not_recompile(small):
+    simulate(small.config, small.params)
+    before = _simulate_jit._cache_size()
+    for d in (0.061, 0.062):
+        p = small.params.replace(distance=jnp.asarray(d), source_lambda=small.params.source_lambda * 1.01,
+                                 lattice=small.params.lattice * 1.001, phi0=small.params.phi0 + 0.01)
+        simulate(small.config, p)
+    assert _simulate_jit._cache_size() == before
+
+
+def test_tile_size_does_not_change_the_image(small):
+    # XLA may vectorise a pixel's sums differently for another batch shape: agreement to rounding level
+    ref = np.asarray(simulate(small.config, small.params))
+    for tile in (1, 7, 1000):
+        cfg = dataclasses.replace(small.config, tile_pixels=tile)
+        np.testing.assert_allclose(simulate(cfg, small.params), ref, rtol=1e-11, atol=0)
+
+
+def test_float32_close_to_float64(small):
+    ref = np.asarray(simulate(small.config, small.params))
+    p32 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), small.params)
+    img32 = np.asarray(simulate(small.config, p32))
+    assert img32.dtype == np.float32
+    assert np.max(np.abs(img32 - ref)) / np.max(ref) < 1e-3
+
+
+def test_vmap_over_a_parameter_batch_equals_individual_renders(small):
+    dists = jnp.array([0.058, 0.06, 0.063])
+    batch = jax.vmap(lambda d: render(small.config, small.params.replace(distance=d)))(dists)
+    for i, d in enumerate(dists):
+        single = simulate(small.config, small.params.replace(distance=d))
+        np.testing.assert_allclose(batch[i], single, rtol=1e-12)
+
+
+def _fd_check(setup, field, direction, eps, rtol):
+    cfg, p = setup.config, setup.params
+    weights = jax.random.uniform(jax.random.PRNGKey(0), (cfg.spixels, cfg.fpixels), dtype=jnp.float64)
+    loss = lambda q: jnp.sum(weights * simulate(cfg, q))
+    grad = jax.grad(loss)(p)
+    g = float(jnp.sum(getattr(grad, field) * direction))
+    x0 = getattr(p, field)
+    plus = float(loss(p.replace(**{field: x0 + eps * direction})))
+    minus = float(loss(p.replace(**{field: x0 - eps * direction})))
+    fd = (plus - minus) / (2 * eps)
+    assert np.isfinite(g)
+    assert g == pytest.approx(fd, rel=rtol), (field, g, fd)
+
+
+@pytest.mark.parametrize("field,direction,eps", [
+    ("distance", 1.0, 1e-7),
+    ("beam_center", np.array([1.0, -0.5]), 1e-7),
+    ("source_lambda", np.array([1.0]), 1e-16),
+    ("lattice", np.array([[1.0, 0.2, 0.0], [0.0, -0.4, 0.1], [0.3, 0.0, 1.0]]), 1e-14),
+    ("ncells", np.array([1.0, 0.0, -0.5]), 1e-5),
+    ("detector_rotations", np.array([0.3, -0.2, 1.0]), 1e-7),
+    ("twotheta", 1.0, 1e-7),
+    ("phi0", 1.0, 1e-7),
+    ("kahn", 1.0, 1e-4),
+])
+def test_gradients_match_central_differences(small, field, direction, eps):
+    _fd_check(small, field, jnp.asarray(direction), eps, 2e-4)
+
+
+def test_gradient_wrt_structure_factor_grid(tmp_path):
+    lines = [f"{h} {k} {l} {10 + h + 2 * k + 3 * l}" for h in range(-2, 3) for k in range(-2, 3)
+             for l in range(-2, 3)]
+    (tmp_path / "f.hkl").write_text("\n".join(lines) + "\n")
+    setup = setup_from("-cell 30 30 30 90 90 90 -misset 5 3 2 -hkl f.hkl -N 4 -lambda 1 -distance 50 "
+                       "-detpixels 16 -pixel 0.4 -oversample 1", str(tmp_path))
+    direction = jax.random.normal(jax.random.PRNGKey(1), setup.params.F_grid.shape, dtype=jnp.float64)
+    _fd_check(setup, "F_grid", direction, 1e-4, 1e-6)
