@@ -190,111 +190,133 @@ def _lattice_stack(config: SimConfig, p: Params, angles):
     return stack.reshape(config.phisteps * config.mosaic_domains, 3, 3)
 
 
-def _pixel(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant=False,
-           cutoff=None):
-    """Photon count of one pixel (before masking).
+def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant=False,
+          cutoff=None):
+    """Photon counts of a tile of pixels (before masking).
+
+    The per-sample physics is written with broadcasting over the sample axes
+    ``[L, O, O, S, PM]`` (sensor layer, sub-pixel slow, sub-pixel fast, source, phi x mosaic) and a
+    trailing pixel axis ``T``. Keeping the pixels innermost lets XLA vectorise the fused sample loop over
+    many pixels (the phi x mosaic axis is often 1 and rarely a multiple of the SIMD width); with the
+    pixel axis leading (``vmap`` over pixels) the same code ran 2-5x slower (docs/performance.md).
 
     Args:
       lat_stacks: [V, P*M, 3, 3] lattice-orientation variants; variant 0 is used everywhere except, when
-        ``first_variant`` (static) is set, the pixel's first sample group that survives ``dmin``, which
+        ``first_variant`` (static) is set, each pixel's first sample group that survives ``dmin``, which
         uses variant 1 (see :func:`phi_schedule`).
-      spix, fpix: integer pixel indices (traced).
-      cutoff: with interpolation, the within-pixel sample index from which nearest lookup replaces
+      spix, fpix: [T] integer pixel indices (traced).
+      cutoff: with interpolation, [T] within-pixel sample index from which nearest lookup replaces
         tricubic interpolation (traced); ``None`` returns both variants, see below.
 
     Returns:
-      The pixel value; with ``config.interpolate`` and no ``cutoff``, a tuple ``(value with tricubic F,
-      value with nearest F, index of the first sample failing the interpolation range test or
-      ``samples_per_pixel`` if none)``.
+      [T] pixel values; with ``config.interpolate`` and no ``cutoff``, a tuple ``(values with tricubic F,
+      values with nearest F, index of the first sample failing the interpolation range test or
+      ``samples_per_pixel`` if none)``, each [T].
     """
     dtype = p.pixel_size.dtype
     nl, o = config.thicksteps, config.oversample
+    n_t = spix.shape[0]
     sub = p.pixel_size / o
-    sub_idx = jnp.arange(o, dtype=dtype)
-    f_coord = sub * (fpix * o + sub_idx) + sub / 2.0                      # [O]
-    s_coord = sub * (spix * o + sub_idx) + sub / 2.0                      # [O]
-    layers = jnp.arange(nl, dtype=dtype)
-    depth = layers * p.thickstep                                          # [L]
-    shape3 = (nl, o, o)
+    sub_idx = jnp.arange(o, dtype=dtype)[:, None]
+    f_coord = sub * (fpix[None, :] * o + sub_idx) + sub / 2.0            # [O, T]
+    s_coord = sub * (spix[None, :] * o + sub_idx) + sub / 2.0            # [O, T]
+    layers = jnp.arange(nl, dtype=dtype)[:, None, None, None]
+    shape4 = (nl, o, o, n_t)
     pos = detector.pixel_position(
-        frame, jnp.broadcast_to(f_coord[None, None, :], shape3),
-        jnp.broadcast_to(s_coord[None, :, None], shape3),
-        jnp.broadcast_to(depth[:, None, None], shape3), config.curved, p.beam)   # [L, O, O, 3]
+        frame, jnp.broadcast_to(f_coord[None, None, :, :], shape4),
+        jnp.broadcast_to(s_coord[None, :, None, :], shape4),
+        jnp.broadcast_to(layers * p.thickstep, shape4), config.curved, p.beam)   # [L, O, O, T, 3]
     airpath = geometry.norm(pos)
     diffracted = pos / airpath[..., None]
     omega = detector.solid_angle(airpath, frame["close_distance"], p.pixel_size, config.point_pixel)
     if config.thick_sensor:
-        capture = detector.capture_fraction(diffracted, frame["odet"], layers[:, None, None],
-                                            p.thickstep, p.mu)
+        capture = detector.capture_fraction(diffracted, frame["odet"], layers, p.thickstep, p.mu)
     else:
-        capture = jnp.ones(shape3, dtype)
+        capture = jnp.ones(shape4, dtype)                                 # [L, O, O, T]
 
-    incident = -p.source_dirs                                             # [S, 3]
-    lam = p.source_lambda
-    q = (diffracted[..., None, :] - incident) / lam[:, None]              # [L, O, O, S, 3]
+    incident = -p.source_dirs[:, None, :]                                 # [S, 1, 3]
+    d5 = diffracted[:, :, :, None, :, :]                                  # [L, O, O, 1, T, 3]
+    q = (d5 - incident) / p.source_lambda[:, None, None]                  # [L, O, O, S, T, 3]
     stol = 0.5 * geometry.norm(q)
     valid = ~((p.dmin > 0.0) & (stol > 0.0) & (p.dmin > 0.5 / jnp.where(stol > 0, stol, 1.0)))
     if config.polarization:
-        polar = beam_mod.polarization_factor(p.kahn, incident, diffracted[..., None, :], p.polar_vector)
+        polar = beam_mod.polarization_factor(p.kahn, incident, d5, p.polar_vector)
     else:
-        polar = jnp.ones(valid.shape, dtype)
+        polar = jnp.ones(valid.shape, dtype)                              # [L, O, O, S, T]
 
-    hkl = jnp.einsum("...j,xpvj->...xpv", q, lat_stacks)                 # [L, O, O, S, V, PM, 3]
+    # h = a . q, one Miller index at a time, as broadcast multiply-adds that XLA fuses with the lattice
+    # factor (a dot_general with a contraction of length 3 would materialise them and run slower)
+    # materialise the per-(sub-pixel, source) quantities: without the barrier XLA fuses their sqrt and
+    # divisions into the sample loop and recomputes them for every phi x mosaic sample
+    qc = jax.lax.optimization_barrier([q[..., c] for c in range(3)])      # 3 x [L, O, O, S, T]
+    qc = [x[..., None, None, :] for x in qc]                              # [L, O, O, S, 1, 1, T]
+    lat = lat_stacks[..., None]                                           # [V, PM, 3, 3, 1]
+    hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
+           for v in range(3)]                                             # 3 x [L, O, O, S, V, PM, T]
     if first_variant:
-        flat_valid = valid.reshape(-1)
-        first = jnp.zeros_like(flat_valid).at[jnp.argmax(flat_valid)].set(jnp.any(flat_valid))
-        pick = jax.nn.one_hot(first.reshape(valid.shape).astype(jnp.int32), lat_stacks.shape[0], dtype=dtype)
-        hkl = jnp.einsum("...x,...xpv->...pv", pick, hkl)                # [L, O, O, S, PM, 3]
+        flat = valid.reshape(-1, n_t)
+        first = (jnp.arange(flat.shape[0])[:, None] == jnp.argmax(flat, axis=0)) & flat
+        first = first.reshape(valid.shape)[..., None, :]                  # [L, O, O, S, 1, T]
+        hkl = [jnp.where(first, x[..., 1, :, :], x[..., 0, :, :]) for x in hkl]
     else:
-        hkl = hkl[..., 0, :, :]                                           # [L, O, O, S, PM, 3]
+        hkl = [x[..., 0, :, :] for x in hkl]                              # 3 x [L, O, O, S, PM, T]
 
     f_latt = lattice.lattice_factor(hkl, p.ncells, p.fudge, recip_A, config.shape)
+    valid_s = valid[..., None, :]                                         # [L, O, O, S, 1, T]
     # samples the reference never reaches the F lookup for: beyond dmin, or zero F_latt without water
-    reached = valid[..., None] if config.water else valid[..., None] & (f_latt != 0.0)
+    reached = valid_s if config.water else valid_s & (f_latt != 0.0)
     i_bg = beam_mod.water_background(p.fluence, p.water_size)
     running = config.oversample_thick or config.oversample_polar or config.oversample_omega
     if running:
         factor = jnp.ones(valid.shape, dtype)
         if config.oversample_thick:
-            factor = factor * capture[..., None]
+            factor = factor * capture[:, :, :, None, :]
         if config.oversample_polar:
             factor = factor * polar
         if config.oversample_omega:
-            factor = factor * omega[..., None]
-        f_eff = jnp.where(reached, factor[..., None], 1.0).reshape(-1)
-        tail = jnp.flip(jnp.cumprod(jnp.flip(f_eff)))                     # prod_{k >= j} f_k
+            factor = factor * omega[:, :, :, None, :]
+        f_eff = jnp.where(reached, factor[..., None, :], 1.0).reshape(-1, n_t)
+        tail = jnp.flip(jnp.cumprod(jnp.flip(f_eff, 0), axis=0), 0)      # prod_{k >= j} f_k, [N, T]
 
     scale = beam_mod.R_E_SQR * p.fluence / config.steps
     if not config.oversample_thick:
         scale = scale * capture[-1, 0, 0]
     if not config.oversample_polar and config.polarization:
-        flat_valid = valid.reshape(-1)
-        scale = scale * jnp.where(jnp.any(flat_valid), polar.reshape(-1)[jnp.argmax(flat_valid)], 0.0)
+        flat = valid.reshape(-1, n_t)
+        first_polar = jnp.take_along_axis(polar.reshape(-1, n_t), jnp.argmax(flat, axis=0)[None], 0)[0]
+        scale = scale * jnp.where(jnp.any(flat, axis=0), first_polar, 0.0)
     if not config.oversample_omega:
         scale = scale * omega[0, 0, 0]
 
     def value(f_cell):
-        term = jnp.where(valid[..., None], (f_cell * f_latt) ** 2, 0.0)  # [L, O, O, S, PM]
+        term = jnp.where(valid_s, (f_cell * f_latt) ** 2, 0.0).reshape(-1, n_t)
         if running:
-            return scale * (jnp.sum(term.reshape(-1) * tail) + i_bg * tail[0])
-        return scale * (i_bg + jnp.sum(term))
+            return scale * (jnp.sum(term * tail, axis=0) + i_bg * tail[0])
+        return scale * (i_bg + jnp.sum(term, axis=0))
 
     near = structure_factors.lookup_nearest(hkl, p.F_grid, config.hkl_min, p.default_F)
     if not config.interpolate:
         return value(near)
-    tri = structure_factors.lookup_tricubic(hkl, p.F_grid, config.hkl_min, p.default_F)
-    order = jnp.arange(f_latt.size).reshape(f_latt.shape)
+    tri = structure_factors.lookup_tricubic(jnp.stack(hkl, axis=-1), p.F_grid, config.hkl_min, p.default_F)
+    n_samples = config.samples_per_pixel
+    order = jnp.arange(n_samples).reshape(f_latt.shape[:-1])[..., None]  # [L, O, O, S, PM, 1]
     if cutoff is not None:
         return value(jnp.where(order < cutoff, tri, near))
-    bad = reached & ~structure_factors.interpolation_in_range(hkl, config.hkl_min, p.F_grid.shape)
-    first_bad = jnp.min(jnp.where(bad, order, f_latt.size))
+    in_range = structure_factors.interpolation_in_range(jnp.stack(hkl, axis=-1), config.hkl_min,
+                                                        p.F_grid.shape)
+    bad = reached & ~in_range
+    first_bad = jnp.min(jnp.where(bad, order, n_samples).reshape(-1, n_t), axis=0)
     return value(tri), value(near), first_bad
 
 
 def _choose_tile(config: SimConfig, n_pixels: int) -> int:
+    """Pixels per tile: ``sample_budget / samples_per_pixel``, a multiple of 16 (the SIMD width) when
+    possible, at most the number of pixels; ``tile_pixels`` overrides."""
     if config.tile_pixels is not None:
         return max(1, min(config.tile_pixels, n_pixels))
-    return max(1, min(n_pixels, config.sample_budget // max(config.samples_per_pixel, 1)))
+    tile = config.sample_budget // max(config.samples_per_pixel, 1)
+    tile = tile // 16 * 16 if tile >= 16 else max(tile, 1)
+    return max(1, min(n_pixels, tile))
 
 
 def _roi_shape(config: SimConfig):
@@ -321,8 +343,7 @@ def pixel_values(config: SimConfig, p: Params, start, count: int):
     flat = (start + jnp.arange(n_tiles * tile)) % n_pix
     s_idx = (s0 + flat // nf).reshape(n_tiles, tile)
     f_idx = (f0 + flat % nf).reshape(n_tiles, tile)
-    pixel_fn = lambda s, f: _pixel(config, p, frame, lat_stack, recip_A, s, f, False)
-    values = jax.lax.map(lambda sf: jax.vmap(pixel_fn)(sf[0], sf[1]), (s_idx, f_idx))
+    values = jax.lax.map(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1]), (s_idx, f_idx))
     return jax.tree_util.tree_map(lambda v: v.reshape(-1)[:count], values)
 
 
@@ -363,9 +384,9 @@ def _interpolation_fallback(config, p, values, box):
     frame = detector_frame(config, p)
     angles, _ = phi_schedule(config, p)
     nf = f1 - f0 + 1
-    mixed = _pixel(config, p, frame, _lattice_stack(config, p, angles)[None],
-                   crystal.reciprocal_from_lattice(p.lattice) * 1e-10, s0 + k // nf, f0 + k % nf,
-                   cutoff=first_bad[k])
+    mixed = _tile(config, p, frame, _lattice_stack(config, p, angles)[None],
+                  crystal.reciprocal_from_lattice(p.lattice) * 1e-10, (s0 + k // nf)[None],
+                  (f0 + k % nf)[None], cutoff=first_bad[k][None])[0]
     return jnp.where(any_bad & (idx == k), mixed, out)
 
 
@@ -391,7 +412,7 @@ def _apply_carryover(config, p, values, box):
     stacks = jnp.concatenate([_lattice_stack(config, p, angles)[None],
                               _lattice_stack(config, p, first_angles)[None]])
     s, f = s0 + first // nf, f0 + first % nf
-    value = _pixel(config, p, frame, stacks, recip_A, s, f, True)
+    value = _tile(config, p, frame, stacks, recip_A, jnp.atleast_1d(s), jnp.atleast_1d(f), True)[0]
     flat = values.reshape(-1)
     if config.use_mask:
         value = jnp.where(jnp.any(keep), value, flat[first])

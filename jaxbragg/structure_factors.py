@@ -50,19 +50,21 @@ def lookup_nearest(hkl, grid, hkl_min, default_f):
     """Nearest-neighbour amplitude for fractional ``hkl`` [..., 3].
 
     Args:
-      hkl: [..., 3] fractional indices.
+      hkl: [..., 3] fractional indices, or a sequence (h, k, l) of equally shaped arrays.
       grid: [nh, nk, nl] amplitudes, or ``None`` for a uniform ``default_f`` crystal.
       hkl_min: static tuple (hmin, kmin, lmin) of the grid's first cell.
       default_f: amplitude outside the grid.
     """
+    comps = list(hkl) if isinstance(hkl, (list, tuple)) else [hkl[..., i] for i in range(3)]
     if grid is None:
-        return jnp.broadcast_to(default_f, hkl.shape[:-1]).astype(hkl.dtype)
-    idx = nearest_index(hkl).astype(jnp.int32) - jnp.asarray(hkl_min, dtype=jnp.int32)
-    shape = jnp.asarray(grid.shape, dtype=jnp.int32)
-    inside = jnp.all((idx >= 0) & (idx < shape), axis=-1)
-    safe = jnp.clip(idx, 0, shape - 1)
-    values = grid[safe[..., 0], safe[..., 1], safe[..., 2]]
-    return jnp.where(inside, values, default_f)
+        return jnp.broadcast_to(default_f, comps[0].shape).astype(comps[0].dtype)
+    inside = True
+    flat = 0
+    for axis in range(3):     # one flat gather index: ((h - hmin) nk + (k - kmin)) nl + (l - lmin)
+        i = nearest_index(comps[axis]).astype(jnp.int32) - hkl_min[axis]
+        inside = inside & (i >= 0) & (i < grid.shape[axis])
+        flat = flat * grid.shape[axis] + jnp.clip(i, 0, grid.shape[axis] - 1)
+    return jnp.where(inside, grid.reshape(-1)[flat], default_f)
 
 
 def interpolation_in_range(hkl, hkl_min, grid_shape):

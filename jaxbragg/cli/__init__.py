@@ -2,8 +2,9 @@
 
 The layer is thin: :mod:`.flags` parses argv, :mod:`.resolve` applies the reference's defaults and
 precedence and builds ``(SimConfig, Params)``, :func:`jaxbragg.simulate.simulate` renders, and this module
-prints the summary and writes the files. Any user error becomes one line on stderr and exit status 2,
-before anything is written.
+prints the summary (stdout) and writes the files. Large renders report progress on stderr (a redrawn bar
+on a terminal, ``N% done`` lines otherwise; :class:`Progress`). Any user error becomes one line on stderr
+and exit status 2, before anything is written.
 """
 from __future__ import annotations
 
@@ -72,8 +73,88 @@ def _check_writable(paths: List[str]):
             raise InputError(f"{path}: is a directory")
 
 
-def _render(setup, out, progress: bool):
-    """Render the image, in row chunks with a progress line when the job is large."""
+#: Jobs of at least this many pixel-samples are rendered in chunks with a progress report (smaller jobs
+#: take well under a second after compilation).
+PROGRESS_MIN_WORK = 20_000_000
+#: Number of chunks (so progress updates) of a reported job.
+PROGRESS_CHUNKS = 20
+#: On a terminal the bar appears only once the job is estimated to take at least this long (seconds).
+PROGRESS_MIN_SECONDS = 2.0
+
+
+def _is_tty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class Progress:
+    """Progress of a chunked render, on ``stream`` (the CLI passes stderr).
+
+    On a terminal: one line redrawn with carriage returns,
+    ``[########................]  35%  elapsed 0:02  ETA 0:04``, ended with a newline by :meth:`close`.
+    It is drawn only once the elapsed time, or the elapsed time plus the ETA, reaches ``delay`` seconds,
+    so quick jobs leave no trace. Otherwise (a file, a pipe, a log): the reference's plain ``N% done``
+    lines, one per update, whatever the timing.
+
+    The ETA is extrapolated from the chunks after the first, whose time includes compilation; until a
+    second chunk is done it shows ``--:--``.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, stream, total: int, tty: Optional[bool] = None, delay: float = PROGRESS_MIN_SECONDS,
+                 clock=time.perf_counter):
+        self.stream, self.total = stream, max(int(total), 1)
+        self.tty = _is_tty(stream) if tty is None else tty
+        self.delay, self.clock = delay, clock
+        self.t0 = clock()
+        self.first = None           # (done, time) at the first update
+        self.drawn = False
+
+    def eta(self, done: int, now: float) -> Optional[float]:
+        """Seconds left, from the rate since the first update; None before a second update."""
+        if self.first is None or done <= self.first[0]:
+            return None
+        return (now - self.first[1]) / (done - self.first[0]) * max(self.total - done, 0)
+
+    def line(self, done: int, now: float) -> str:
+        frac = min(max(done / self.total, 0.0), 1.0)
+        eta = self.eta(done, now)
+        fill = int(frac * self.WIDTH)
+        return (f"[{'#' * fill}{'.' * (self.WIDTH - fill)}] {int(frac * 100):3d}%  "
+                f"elapsed {_clock(now - self.t0)}  ETA {'--:--' if eta is None else _clock(eta)}")
+
+    def update(self, done: int) -> None:
+        now = self.clock()
+        if self.tty:
+            eta = self.eta(done, now)
+            elapsed = now - self.t0
+            if self.drawn or elapsed >= self.delay or (eta is not None and elapsed + eta >= self.delay):
+                self.stream.write("\r" + self.line(done, now))
+                self.drawn = True
+        else:
+            print(f"{min(100, done * 100 // self.total)}% done", file=self.stream)
+        if self.first is None:
+            self.first = (done, now)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _render(setup, progress: bool, stream=None):
+    """Render the image; a job of PROGRESS_MIN_WORK pixel-samples or more is rendered in row chunks
+    with a :class:`Progress` report on ``stream`` (default: the current ``sys.stderr``)."""
     import jax
     import jax.numpy as jnp
     from ..simulate import finish_image, pixel_values, simulate
@@ -81,21 +162,30 @@ def _render(setup, out, progress: bool):
     f0, f1, s0, s1 = cfg.roi_box()
     n_pix = max(f1 - f0 + 1, 0) * max(s1 - s0 + 1, 0)
     work = n_pix * cfg.samples_per_pixel
-    if not progress or work < 20_000_000 or n_pix < 64:
+    if not progress or work < PROGRESS_MIN_WORK or n_pix < 64:
         return np.asarray(jax.block_until_ready(simulate(cfg, params)))
-    chunk = -(-n_pix // 20)
+    chunk = -(-n_pix // PROGRESS_CHUNKS)
     values_fn = jax.jit(pixel_values, static_argnums=(0, 3))
+    bar = Progress(sys.stderr if stream is None else stream, n_pix)
     parts = []
-    for i, start in enumerate(range(0, n_pix, chunk)):
-        parts.append(np.asarray(values_fn(cfg, params, start, chunk)))
-        print(f"{min(100, (i + 1) * 100 * chunk // n_pix)}% done", file=out, flush=True)
+    try:
+        for start in range(0, n_pix, chunk):
+            parts.append(np.asarray(values_fn(cfg, params, start, chunk)))
+            bar.update(min(start + chunk, n_pix))
+    finally:
+        bar.close()
     values = jnp.asarray(np.concatenate(parts)[:n_pix])
     return np.asarray(jax.jit(finish_image, static_argnums=0)(cfg, params, values))
 
 
-def run(argv: List[str], out=None) -> int:
-    """Run one command line; returns the exit status. ``out`` defaults to the *current* ``sys.stdout``."""
+def run(argv: List[str], out=None, err=None) -> int:
+    """Run one command line; returns the exit status.
+
+    ``out`` (the summary) and ``err`` (progress reports) default to the *current* ``sys.stdout`` and
+    ``sys.stderr``.
+    """
     out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     from . import outputs as outmod
     parsed = flags_mod.parse(argv)
     import jax
@@ -111,6 +201,8 @@ def run(argv: List[str], out=None) -> int:
         files["pgm"] = setup.outputs.get("pgm") or outmod.DEFAULT_NAMES["pgm"]
     if opts["noise"]:
         files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
+    if setup.outputs.get("png"):
+        files["png"] = setup.outputs["png"]
     _check_writable(list(files.values()))
 
     _print_summary(setup, out)
@@ -119,7 +211,7 @@ def run(argv: List[str], out=None) -> int:
         s, f = opts["trace_pixel"] if opts["trace_pixel"] is not None else opts["printout_pixel"][::-1]
         trace_pixel(setup, int(s), int(f), out)
     t0 = time.perf_counter()
-    image = _render(setup, out, opts["progress"])
+    image = _render(setup, opts["progress"], err)
     image32 = image.astype(np.float32)
     print(f"rendered {setup.config.spixels}x{setup.config.fpixels} pixels in {time.perf_counter() - t0:.3f} s",
           file=out)
@@ -146,9 +238,19 @@ def run(argv: List[str], out=None) -> int:
             pgm_scale = 250.0 / (5.0 * stats["rmsd"]) if stats["rmsd"] > 0.0 else scale
         print(f"pgm_scale = {pgm_scale:g}", file=out)
         blobs["pgm"] = io.pgm.pgm_bytes(outmod.pgm_image(image32, pgm_scale, active), pgm_scale)
+    if "png" in files:
+        from ..io.png import png_bytes
+        white = outmod.png_white_level(image32, roi, setup.params.mask)
+        print(f"png white level = {white:g} photons", file=out)
+        blobs["png"] = png_bytes(outmod.png_image(image32, white, active), {
+            "Software": "jaxbragg",
+            "Comment": f"grey = round(255*sqrt(min(I/W,1))), I = photons/pixel, W = {white:g} "
+                       f"(the {outmod.PNG_WHITE_PERCENTILE:g}th percentile)"})
     if "noise" in files:
-        noisy, photons, overloads = outmod.noise_image(image32, opts["seed"], adc, active)
-        print(f"{photons:.0f} photons on noise image ({overloads} overloads)", file=out)
+        noisy, photons, overloads = outmod.noise_image(image32, opts["seed"], adc, active,
+                                                       use_jax=opts["noise_jax"])
+        generator = "jax.random.poisson" if opts["noise_jax"] else "the reference's generator"
+        print(f"{photons:.0f} photons on noise image ({overloads} overloads; {generator})", file=out)
         blobs["noise"] = io.smv.smv_bytes(noisy, items)
     if info["hkl"] is not None and info["grid"] is not None:
         # like the reference: cache the structure factors read from -hkl for runs without -hkl
@@ -159,7 +261,7 @@ def run(argv: List[str], out=None) -> int:
             print(f"WARNING: unable to write dump file: {e}", file=out)
     io.write_float(files["float"], image32)
     print(f"writing {files['float']} as {image32.size} 4-byte floats", file=out)
-    for key in ("int", "pgm", "noise"):
+    for key in ("int", "pgm", "png", "noise"):
         if key in blobs:
             io._common.atomic_write(files[key], [blobs[key]])
             print(f"writing {files[key]}", file=out)

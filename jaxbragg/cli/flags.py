@@ -60,7 +60,7 @@ _TABLE: Dict[str, str] = {
     "-nonoise": "", "-nopgm": "", "-noprogress": "", "-progress": "",
     "-printout": "", "-printout_pixel": "2i", "-trace_pixel": "2i",
     # jaxbragg additions
-    "-demo": "", "-float32": "", "-tile": "i",
+    "-demo": "", "-float32": "", "-tile": "i", "-pngfile": "s", "-noise_jax": "",
 }
 
 FLAGS = frozenset(_TABLE)

@@ -6,7 +6,10 @@
 * PGM ``-pgmfile``: ``byte = trunc(min(float * pgmscale, 255))``; ``pgmscale`` is ``-pgmscale`` or
   ``250 / (5 rmsd)`` (the int scale when rmsd is 0).
 * SMV ``-noisefile``: Poisson deviates of the float image from the reference's generator seeded by
-  ``-seed``, plus ``adc``, truncated; values above 65535 are clipped and counted as overloads.
+  ``-seed`` (or, with ``-noise_jax``, from ``jax.random.poisson``), plus ``adc``, truncated; values above
+  65535 are clipped and counted as overloads (:mod:`jaxbragg.noise`).
+* PNG ``-pngfile`` (jaxbragg only): 8-bit grey ``round(255 * sqrt(min(I / W, 1)))`` with the white level
+  ``W`` the 99.9th percentile of the rendered ROI pixels (see :func:`png_image`).
 
 Only pixels inside the ROI are converted; the rest stay 0. Statistics follow the reference: the mean and
 RMS over rendered (unmasked) ROI pixels, the RMSD about that mean over every ROI pixel.
@@ -18,7 +21,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from .. import io, rng
+from .. import io, noise
 from ..io.smv import format_g as g
 
 DEFAULT_NAMES = {"float": "floatimage.bin", "int": "intimage.img", "pgm": "image.pgm",
@@ -81,10 +84,54 @@ def pgm_image(image32, scale, active) -> np.ndarray:
     return np.where(active, np.trunc(np.maximum(test, 0.0)), 0).astype(np.uint8)
 
 
-def noise_image(image32, seed, adc, active):
-    dev = rng.poisson_noise(image32, seed, active=active).astype(np.float64)
+def noise_image(image32, seed, adc, active, use_jax: bool = False):
+    """``(counts uint16, photons drawn, overloads)`` of the noise image.
+
+    ``seed`` is the C idum (``-seed S`` gives ``-S``). The default draws the reference's numbers
+    (:func:`jaxbragg.noise.poisson_noise_c`); ``use_jax`` draws from ``jax.random.poisson`` with the key
+    :func:`jaxbragg.noise.key_from_seed` of ``S`` (same distribution, different numbers).
+    """
+    if use_jax:
+        import jax
+        fn = jax.jit(noise.poisson_noise_jax)
+        dev = np.asarray(fn(noise.key_from_seed(-seed), image32, active), dtype=np.float64)
+    else:
+        dev = noise.poisson_noise_c(image32, seed, active=active).astype(np.float64)
     photons = float(dev[active].sum())
-    test = dev + adc
-    overloads = int(np.count_nonzero(active & (test > 65535.0)))
-    vals = np.where(active, np.trunc(np.clip(test, 0.0, 65535.0)), 0).astype(np.uint16)
+    vals, overloads = noise.to_counts(dev, adc, active)
     return vals, photons, overloads
+
+
+#: Fraction of rendered ROI pixels at or below the PNG preview's white level.
+PNG_WHITE_PERCENTILE = 99.9
+
+
+def png_white_level(image32, roi, mask) -> float:
+    """The PNG preview's white level: the 99.9th percentile of the rendered ROI pixels.
+
+    Falls back to the maximum when that percentile is not positive (a few bright pixels on a zero
+    background), and to 1 for an image with nothing positive in it.
+    """
+    f0, f1, s0, s1 = roi
+    win = np.asarray(image32, np.float64)[s0:s1 + 1, f0:f1 + 1]
+    if mask is not None:
+        win = win[np.asarray(mask)[s0:s1 + 1, f0:f1 + 1] != 0]
+    vals = win[np.isfinite(win)].ravel()
+    if vals.size == 0:
+        return 1.0
+    white = float(np.percentile(vals, PNG_WHITE_PERCENTILE))
+    if not white > 0.0:
+        white = float(vals.max())
+    return white if white > 0.0 else 1.0
+
+
+def png_image(image32, white, active) -> np.ndarray:
+    """8-bit preview: ``round(255 * sqrt(clip(I / white, 0, 1)))``; 0 outside ``active``.
+
+    The square root is the Poisson variance-stabilising transform: photon noise of the same size in
+    bright and faint regions maps to about the same number of grey levels, so weak features (diffuse
+    scattering, spot tails) stay visible while spots up to ``white`` keep their contrast.
+    """
+    x = np.nan_to_num(np.asarray(image32, np.float64) / float(white), nan=0.0, posinf=1.0, neginf=0.0)
+    grey = np.rint(255.0 * np.sqrt(np.clip(x, 0.0, 1.0)))
+    return np.where(active, grey, 0).astype(np.uint8)

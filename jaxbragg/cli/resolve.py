@@ -45,7 +45,8 @@ _CONVENTIONS = {
 _CUSTOM_START = ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1))
 
 OUTPUT_FLAGS = {"-floatfile": "float", "-floatimage": "float", "-intfile": "int", "-intimage": "int",
-                "-pgmfile": "pgm", "-pgmimage": "pgm", "-noisefile": "noise", "-noiseimage": "noise"}
+                "-pgmfile": "pgm", "-pgmimage": "pgm", "-noisefile": "noise", "-noiseimage": "noise",
+                "-pngfile": "png"}
 
 
 @dataclasses.dataclass
@@ -136,6 +137,7 @@ class _State:
         self.outputs: Dict[str, Optional[str]] = {}
         self.intfile_scale, self.pgm_scale, self.adc = 0.0, 0.0, 40.0
         self.noise, self.write_pgm = True, True
+        self.noise_jax = False
         self.progress = True
         self.printout, self.printout_pixel, self.trace_pixel = False, None, None
         self.float32 = False
@@ -289,6 +291,7 @@ def _apply_flag(st: _State, flag: str, v: tuple):
         if OUTPUT_FLAGS[f] == "noise":
             st.noise = True
     elif f == "-nonoise": st.noise = False
+    elif f == "-noise_jax": st.noise_jax = True
     elif f == "-nopgm": st.write_pgm = False
     elif f == "-scale": st.intfile_scale = x
     elif f == "-pgmscale": st.pgm_scale, st.write_pgm = x, True
@@ -552,7 +555,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
     grid = None
     fdump_used = None
     if st.hkl is not None:
-        grid = io.read_hkl(os.path.join(cwd, st.hkl), st.default_F)
+        grid = io.read_structure_factors(os.path.join(cwd, st.hkl), st.default_F)   # .hkl/.mtz/.cif
     else:
         dump = os.path.join(cwd, st.dumpfile)
         if os.path.isfile(dump):
@@ -647,5 +650,6 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         float32=st.float32, demo=st.demo)
     options = dict(progress=st.progress, printout=st.printout, printout_pixel=st.printout_pixel,
                    trace_pixel=st.trace_pixel, noise=st.noise, write_pgm=st.write_pgm,
-                   intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed)
+                   intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed,
+                   noise_jax=st.noise_jax)
     return Setup(cfg, params, info, dict(st.outputs), options, warnings)

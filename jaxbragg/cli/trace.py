@@ -15,7 +15,7 @@ import numpy as np
 from .. import beam as beam_mod
 from .. import crystal, detector, geometry, lattice, structure_factors
 from ..errors import InputError
-from ..simulate import SimConfig, _lattice_stack, _pixel, detector_frame, phi_schedule
+from ..simulate import SimConfig, _lattice_stack, _tile, detector_frame, phi_schedule
 
 
 def trace_pixel(setup, spix: int, fpix: int, out) -> None:
@@ -59,5 +59,5 @@ def trace_pixel(setup, spix: int, fpix: int, out) -> None:
     if cfg.thick_sensor:
         cap = detector.capture_fraction(d, frame["odet"], 0.0, p.thickstep, p.mu)
         pr(f"  capture fraction (layer 0) = {float(cap):.12g}")
-    value = _pixel(cfg, p, frame, stack[None], recip_A, spix, fpix, False)
+    value = _tile(cfg, p, frame, stack[None], recip_A, jnp.array([spix]), jnp.array([fpix]))[0]
     pr(f"  pixel value = {float(value):.12g} photons (steps = {cfg.steps})")

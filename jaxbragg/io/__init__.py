@@ -15,6 +15,9 @@ Modules:
         plus :func:`format_g` for C ``%g``.
     pgm: P5 PGM previews (``-pgmfile``).
     floatfile: raw float32 images (``-floatfile``).
+    reflections: MTZ / structure-factor mmCIF amplitudes expanded to P1
+        (optional gemmi dependency, imported only when such a file is read),
+        and :func:`read_structure_factors`, the ``-hkl`` dispatcher.
 """
 
 from jaxbragg.io.fdump import read_fdump, write_fdump
@@ -22,12 +25,24 @@ from jaxbragg.io.floatfile import read_float, write_float
 from jaxbragg.io.hkl import HKLGrid, read_hkl
 from jaxbragg.io.matfile import read_mat
 from jaxbragg.io.pgm import write_pgm
+from jaxbragg.io.reflections import (
+    ReflectionList,
+    expand_to_p1,
+    read_reflection_list,
+    read_reflections,
+    read_structure_factors,
+)
 from jaxbragg.io.smv import UNTERMINATED, format_g, header_value, read_smv, write_smv
 from jaxbragg.io.sourcefile import SOURCE_COLUMNS, read_sourcefile
 
 __all__ = [
     "HKLGrid",
     "read_hkl",
+    "read_reflections",
+    "read_reflection_list",
+    "read_structure_factors",
+    "ReflectionList",
+    "expand_to_p1",
     "read_fdump",
     "write_fdump",
     "read_mat",
