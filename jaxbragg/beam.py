@@ -35,13 +35,13 @@ SOURCE_DISTANCE = 10.0               # metres; only the direction matters
 
 def polarization_factor(kahn, incident, diffracted, axis):
     """Kahn polarization factor for unit ``incident`` and ``diffracted`` [..., 3] and E-axis ``axis`` [3]."""
-    cos2t = jnp.sum(incident * diffracted, axis=-1)
+    cos2t = geometry.dot(incident, diffracted)
     cos2t_sqr = cos2t * cos2t
     sin2t_sqr = 1.0 - cos2t_sqr
     b_in = geometry.unitize(jnp.cross(axis, incident))
     e_in = geometry.unitize(jnp.cross(incident, b_in))
     # the reference skips psi when K = 0; it is multiplied by K anyway, and computing it keeps dP/dK right
-    psi = -jnp.arctan2(jnp.sum(diffracted * b_in, axis=-1), jnp.sum(diffracted * e_in, axis=-1))
+    psi = -jnp.arctan2(geometry.dot(diffracted, b_in), geometry.dot(diffracted, e_in))
     return 0.5 * (1.0 + cos2t_sqr - kahn * jnp.cos(2.0 * psi) * sin2t_sqr)
 
 

@@ -118,6 +118,6 @@ def solid_angle(airpath, close_distance, pixel_size, point_pixel):
 
 def capture_fraction(diffracted, odet, layer, thickstep, mu):
     """Fraction of photons absorbed in sensor layer ``layer`` (0-based) for unit ``diffracted`` [..., 3]."""
-    parallax = jnp.sum(diffracted * odet, axis=-1)
+    parallax = geometry.dot(diffracted, odet)
     return (jnp.exp(-layer * thickstep * mu / parallax)
             - jnp.exp(-(layer + 1) * thickstep * mu / parallax))

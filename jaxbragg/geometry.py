@@ -88,14 +88,23 @@ def rotate_axis(v, axis, angle):
     v = xp.asarray(v)
     axis = xp.asarray(axis)
     c, s = xp.cos(angle), xp.sin(angle)
-    dot = xp.sum(axis * v, axis=-1, keepdims=True) * (1.0 - c)
-    return axis * dot + v * c + xp.cross(axis, v) * s
+    along = dot(axis, v)[..., None] * (1.0 - c)
+    return axis * along + v * c + xp.cross(axis, v) * s
+
+
+def dot(a, b):
+    """Dot product over the last axis (length 3), summed in a fixed order ``x + y + z``.
+
+    Written out rather than ``sum(a * b, -1)``: XLA may reduce a short axis in a shape-dependent order,
+    which would make results depend (in the last bit) on how many pixels are rendered together.
+    """
+    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
 
 
 def norm(v):
     """Euclidean length over the last axis."""
     xp = _xp(v)
-    return xp.sqrt(xp.sum(v * v, axis=-1))
+    return xp.sqrt(dot(v, v))
 
 
 def unitize(v):

@@ -190,6 +190,21 @@ def _lattice_stack(config: SimConfig, p: Params, angles):
     return stack.reshape(config.phisteps * config.mosaic_domains, 3, 3)
 
 
+def _tree_sum(x):
+    """Sum over axis 0 by explicit pairwise additions.
+
+    The order of additions depends only on ``x.shape[0]`` (the samples of a pixel), never on the other
+    axes (the tile of pixels), and XLA does not reassociate explicit additions: a pixel's value is
+    bit-identical whatever tile it is rendered in. Pairwise summation is also more accurate than a
+    running sum.
+    """
+    while x.shape[0] > 1:
+        if x.shape[0] % 2:
+            x = jnp.concatenate([x, jnp.zeros_like(x[:1])])
+        x = x[0::2] + x[1::2]
+    return x[0]
+
+
 def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant=False,
           cutoff=None):
     """Photon counts of a tile of pixels (before masking).
@@ -226,8 +241,12 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
         frame, jnp.broadcast_to(f_coord[None, None, :, :], shape4),
         jnp.broadcast_to(s_coord[None, :, None, :], shape4),
         jnp.broadcast_to(layers * p.thickstep, shape4), config.curved, p.beam)   # [L, O, O, T, 3]
+    # fixed stage boundaries (here and below): XLA's shape-dependent fusion choices could otherwise move
+    # an FMA contraction and change the last bit with the tile size
+    pos = jax.lax.optimization_barrier(pos)
     airpath = geometry.norm(pos)
     diffracted = pos / airpath[..., None]
+    diffracted, airpath = jax.lax.optimization_barrier((diffracted, airpath))
     omega = detector.solid_angle(airpath, frame["close_distance"], p.pixel_size, config.point_pixel)
     if config.thick_sensor:
         capture = detector.capture_fraction(diffracted, frame["odet"], layers, p.thickstep, p.mu)
@@ -291,8 +310,8 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     def value(f_cell):
         term = jnp.where(valid_s, (f_cell * f_latt) ** 2, 0.0).reshape(-1, n_t)
         if running:
-            return scale * (jnp.sum(term * tail, axis=0) + i_bg * tail[0])
-        return scale * (i_bg + jnp.sum(term, axis=0))
+            return scale * (_tree_sum(term * tail) + i_bg * tail[0])
+        return scale * (i_bg + _tree_sum(term))
 
     near = structure_factors.lookup_nearest(hkl, p.F_grid, config.hkl_min, p.default_F)
     if not config.interpolate:
@@ -309,14 +328,18 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     return value(tri), value(near), first_bad
 
 
+TILE_QUANTUM = 16
+
+
 def _choose_tile(config: SimConfig, n_pixels: int) -> int:
-    """Pixels per tile: ``sample_budget / samples_per_pixel``, a multiple of 16 (the SIMD width) when
-    possible, at most the number of pixels; ``tile_pixels`` overrides."""
-    if config.tile_pixels is not None:
-        return max(1, min(config.tile_pixels, n_pixels))
-    tile = config.sample_budget // max(config.samples_per_pixel, 1)
-    tile = tile // 16 * 16 if tile >= 16 else max(tile, 1)
-    return max(1, min(n_pixels, tile))
+    """Pixels per tile: ``sample_budget / samples_per_pixel`` (or ``tile_pixels``), always a multiple of
+    ``TILE_QUANTUM`` (padding included). Every pixel then runs through the same vectorised code whatever
+    the tile size, which keeps images bit-identical across tile sizes (no scalar remainder loop with a
+    different rounding)."""
+    want = config.tile_pixels if config.tile_pixels is not None else \
+        config.sample_budget // max(config.samples_per_pixel, 1)
+    want = min(max(want, 1), n_pixels)
+    return -(-want // TILE_QUANTUM) * TILE_QUANTUM
 
 
 def _roi_shape(config: SimConfig):
@@ -363,6 +386,32 @@ def finish_image(config: SimConfig, p: Params, values):
     if config.phi_carryover:
         values = _apply_carryover(config, p, values, (s0, s1, f0, f1))
     return image.at[s0:s1 + 1, f0:f1 + 1].set(values)
+
+
+def render_pixels(config: SimConfig, p: Params, spix, fpix):
+    """Photon counts [N] of the pixels ``(spix[i], fpix[i])`` only (un-jitted; see :func:`simulate_pixels`).
+
+    Fitting cost then scales with the pixels fitted (e.g. shoeboxes around spots), not the detector. The
+    values equal the full image's at those pixels on the spec path; the whole-image C-parity rules (the
+    phi carry-over option, the interpolation switch-off after the first out-of-range sample) and the
+    mask are not applied: pass only the pixels you want. ``config.roi`` is ignored.
+    """
+    spix = jnp.asarray(spix, jnp.int32).reshape(-1)
+    fpix = jnp.asarray(fpix, jnp.int32).reshape(-1)
+    n = spix.shape[0]
+    frame = detector_frame(config, p)
+    angles, _ = phi_schedule(config, p)
+    lat_stack = _lattice_stack(config, p, angles)[None]
+    recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
+    tile = _choose_tile(config, n)
+    n_tiles = -(-n // tile)
+    pad = n_tiles * tile - n
+    s_idx = jnp.concatenate([spix, jnp.zeros(pad, jnp.int32)]).reshape(n_tiles, tile)
+    f_idx = jnp.concatenate([fpix, jnp.zeros(pad, jnp.int32)]).reshape(n_tiles, tile)
+    out = jax.lax.map(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1]), (s_idx, f_idx))
+    if config.interpolate:
+        out = out[0]        # tricubic values (no image-wide switch-off for a pixel subset)
+    return out.reshape(-1)[:n]
 
 
 def _interpolation_fallback(config, p, values, box):
@@ -425,6 +474,14 @@ _simulate_jit = jax.jit(render, static_argnums=0)
 def _strong(x):
     x = jnp.asarray(x)
     return x if not getattr(x, "weak_type", False) else jnp.asarray(x, dtype=x.dtype)
+
+
+_simulate_pixels_jit = jax.jit(render_pixels, static_argnums=0)
+
+
+def simulate_pixels(config: SimConfig, params: Params, spix, fpix):
+    """Jitted :func:`render_pixels`; one compilation per (config, number of pixels)."""
+    return _simulate_pixels_jit(config, jax.tree_util.tree_map(_strong, params), spix, fpix)
 
 
 def simulate(config: SimConfig, params: Params):
