@@ -190,6 +190,18 @@ def _lattice_stack(config: SimConfig, p: Params, angles):
     return stack.reshape(config.phisteps * config.mosaic_domains, 3, 3)
 
 
+def _materialise(pred, tree):
+    """Return ``tree`` unchanged, computed in full before its consumers run.
+
+    XLA:CPU drops ``optimization_barrier`` before fusion and happily duplicates cheap per-pixel or
+    per-tile computations (index arithmetic, a two-theta ``sin``, a transpose) into the per-sample loop,
+    re-evaluating them for every phi x mosaic sample. A conditional on a runtime predicate (always true
+    here) cannot be fused across, so its outputs are materialised once.
+    """
+    # the untaken branch must differ, or XLA simplifies the conditional away
+    return jax.lax.cond(pred, lambda t: t, lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree)
+
+
 def _tree_sum(x):
     """Sum over axis 0 by explicit pairwise additions.
 
@@ -241,12 +253,8 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
         frame, jnp.broadcast_to(f_coord[None, None, :, :], shape4),
         jnp.broadcast_to(s_coord[None, :, None, :], shape4),
         jnp.broadcast_to(layers * p.thickstep, shape4), config.curved, p.beam)   # [L, O, O, T, 3]
-    # fixed stage boundaries (here and below): XLA's shape-dependent fusion choices could otherwise move
-    # an FMA contraction and change the last bit with the tile size
-    pos = jax.lax.optimization_barrier(pos)
     airpath = geometry.norm(pos)
     diffracted = pos / airpath[..., None]
-    diffracted, airpath = jax.lax.optimization_barrier((diffracted, airpath))
     omega = detector.solid_angle(airpath, frame["close_distance"], p.pixel_size, config.point_pixel)
     if config.thick_sensor:
         capture = detector.capture_fraction(diffracted, frame["odet"], layers, p.thickstep, p.mu)
@@ -267,7 +275,8 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     # factor (a dot_general with a contraction of length 3 would materialise them and run slower)
     # materialise the per-(sub-pixel, source) quantities: without the barrier XLA fuses their sqrt and
     # divisions into the sample loop and recomputes them for every phi x mosaic sample
-    qc = jax.lax.optimization_barrier([q[..., c] for c in range(3)])      # 3 x [L, O, O, S, T]
+    qc, valid, lat_stacks, recip_A = _materialise(
+        spix[0] >= 0, ([q[..., c] for c in range(3)], valid, lat_stacks, recip_A))  # qc: 3 x [L, O, O, S, T]
     qc = [x[..., None, None, :] for x in qc]                              # [L, O, O, S, 1, 1, T]
     lat = lat_stacks[..., None]                                           # [V, PM, 3, 3, 1]
     hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
