@@ -9,6 +9,7 @@ unless already set) and the ratio C_time / jaxbragg_time is printed. Results are
     python benchmarks/bench_render.py --cases perf_512 --dtypes float64 --repeat 5 --out results.jsonl
 """
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -48,17 +49,15 @@ def peak_rss_mb():
 def time_jax(args, dtype, repeat):
     setup = resolve(parse(args))
     params = setup.params
-    if dtype == "float32":
-        params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
+    cfg = setup.config if dtype == "float64" else dataclasses.replace(setup.config, precision="float32")
     t0 = time.perf_counter()
-    jax.block_until_ready(simulate(setup.config, params))
+    jax.block_until_ready(simulate(cfg, params))
     first = time.perf_counter() - t0
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        jax.block_until_ready(simulate(setup.config, params))
+        jax.block_until_ready(simulate(cfg, params))
         runs.append(time.perf_counter() - t0)
-    cfg = setup.config
     samples = cfg.fpixels * cfg.spixels * cfg.samples_per_pixel
     steady = float(np.median(runs))
     return dict(first_call_s=first, steady_s=steady, pixel_samples=samples,

@@ -86,10 +86,19 @@ def _safe_sqrt(x):
 
 
 def lattice_factor(hkl, ncells, fudge, recip_A, shape):
+    """Lattice factor for fractional indices ``hkl`` (see :func:`lattice_factor_reduced` for the arguments).
+
+    Every shape depends on ``hkl`` only through the reduced index ``d = h - ceil(h - 1/2)``.
+    """
+    comps = list(hkl) if isinstance(hkl, (list, tuple)) else [hkl[..., i] for i in range(3)]
+    return lattice_factor_reduced([x - jnp.ceil(x - 0.5) for x in comps], ncells, fudge, recip_A, shape)
+
+
+def lattice_factor_reduced(dhkl, ncells, fudge, recip_A, shape):
     """Lattice factor for fractional indices.
 
     Args:
-      hkl: fractional Miller indices, [..., 3] or a sequence (h, k, l) of equally shaped arrays.
+      dhkl: reduced indices ``h - h0`` in [-1/2, 1/2], a sequence (dh, dk, dl) of equally shaped arrays.
       ncells: [3] (Na, Nb, Nc), may be non-integer.
       fudge: scalar shape fudge factor (round, gauss, tophat).
       recip_A: [3, 3] rows a*, b*, c* in 1/Angstrom (used by gauss and tophat only).
@@ -98,7 +107,7 @@ def lattice_factor(hkl, ncells, fudge, recip_A, shape):
     Returns:
       F_latt [...].
     """
-    comps = list(hkl) if isinstance(hkl, (list, tuple)) else [hkl[..., i] for i in range(3)]
+    comps = list(dhkl)
     if shape == "square":
         num = den = 1.0
         for i in range(3):
@@ -107,7 +116,7 @@ def lattice_factor(hkl, ncells, fudge, recip_A, shape):
             num = num * jnp.where(flat, 1.0, n_i)
             den = den * jnp.where(flat, 1.0, d_i)
         return num / den
-    dh = [x - jnp.ceil(x - 0.5) for x in comps]
+    dh = comps
     nprod = ncells[0] * ncells[1] * ncells[2]
     if shape == "round":
         hrad_sqr = sum(dh[i] * dh[i] * ncells[i] * ncells[i] for i in range(3))

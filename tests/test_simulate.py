@@ -45,12 +45,25 @@ def test_tile_size_does_not_change_the_image(small):
         np.testing.assert_array_equal(simulate(cfg, small.params), ref)
 
 
-def test_float32_close_to_float64(small):
+@pytest.mark.parametrize("n", [5, 50, 100])
+def test_float32_sample_stage_close_to_float64(n):
+    """precision='float32': Miller indices in float64, lattice factor and sums in float32; the issue's
+    bound is 1e-4 of the image maximum even for large crystals, we hold 2e-6."""
+    s = setup_from(SMALL.replace("-N 4", f"-N {n}"))
+    ref = np.asarray(simulate(s.config, s.params))
+    img32 = np.asarray(simulate(dataclasses.replace(s.config, precision="float32"), s.params))
+    assert img32.dtype == np.float32
+    assert np.max(np.abs(img32 - ref)) / np.max(ref) < 2e-6
+
+
+def test_float32_parameters_stay_close_to_float64(small):
+    # float32 *inputs* are promoted for geometry and Miller indices; their own rounding (6e-8 of the
+    # lattice vectors) bounds the agreement for this N = 4 crystal
     ref = np.asarray(simulate(small.config, small.params))
     p32 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), small.params)
     img32 = np.asarray(simulate(small.config, p32))
     assert img32.dtype == np.float32
-    assert np.max(np.abs(img32 - ref)) / np.max(ref) < 1e-3
+    assert np.max(np.abs(img32 - ref)) / np.max(ref) < 1e-4
 
 
 def test_vmap_over_a_parameter_batch_equals_individual_renders(small):

@@ -191,8 +191,7 @@ def run(argv: List[str], out=None, err=None) -> int:
     import jax
     # the command line computes in double like the reference (set-up is NumPy float64 regardless);
     # -float32 renders in single precision
-    if not any(flag == "-float32" for flag, _ in parsed):
-        jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_x64", True)
     setup = resolve(parsed, os.getcwd())
     opts, info = setup.options, setup.info
     files = {"float": setup.outputs.get("float") or outmod.DEFAULT_NAMES["float"],

@@ -606,7 +606,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
             raise InputError(f"-roi: the window {roi[0]} {roi[1]} {roi[2]} {roi[3]} lies outside the "
                              f"{fpixels}x{spixels}-pixel detector")
 
-    dtype = np.float32 if st.float32 else np.float64
+    dtype = np.float64      # -float32 selects the single-precision sample stage (SimConfig.precision)
     cfg = SimConfig(
         fpixels=fpixels, spixels=spixels, oversample=oversample, phisteps=phisteps,
         mosaic_domains=domains, sources=len(source_lambda), thicksteps=thicksteps, shape=st.shape,
@@ -615,7 +615,8 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         oversample_thick=st.os_thick, oversample_polar=st.os_polar, oversample_omega=st.os_omega,
         phi_carryover=st.phi_carryover, roi=roi,
         hkl_min=(grid.hmin, grid.kmin, grid.lmin) if grid is not None else None,
-        interpolate=bool(interpolate), use_mask=mask_data is not None, tile_pixels=st.tile)
+        interpolate=bool(interpolate), use_mask=mask_data is not None, tile_pixels=st.tile,
+        precision="float32" if st.float32 else None)
     arr = lambda x: np.asarray(x, dtype=dtype)
     params = Params(
         lattice=arr(lattice), ncells=arr([Na, Nb, Nc]), fudge=arr(st.fudge), spindle=arr(spindle),
