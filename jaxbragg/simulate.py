@@ -408,8 +408,11 @@ def pixel_values(config: SimConfig, p: Params, start, count: int):
     flat = (start + jnp.arange(n_tiles * tile)) % n_pix
     s_idx = (s0 + flat // nf).reshape(n_tiles, tile)
     f_idx = (f0 + flat % nf).reshape(n_tiles, tile)
-    values = jax.lax.map(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1], sample_dtype=sd),
-                         (s_idx, f_idx))
+    # rematerialised under reverse-mode AD: the backward pass recomputes one tile's samples at a time
+    # instead of storing every tile's per-sample intermediates (which cost ~100x the forward pass)
+    tile_fn = jax.checkpoint(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1],
+                                              sample_dtype=sd))
+    values = jax.lax.map(tile_fn, (s_idx, f_idx))
     return jax.tree_util.tree_map(lambda v: v.reshape(-1)[:count], values)
 
 
@@ -453,8 +456,8 @@ def render_pixels(config: SimConfig, p: Params, spix, fpix):
     pad = n_tiles * tile - n
     s_idx = jnp.concatenate([spix, jnp.zeros(pad, jnp.int32)]).reshape(n_tiles, tile)
     f_idx = jnp.concatenate([fpix, jnp.zeros(pad, jnp.int32)]).reshape(n_tiles, tile)
-    out = jax.lax.map(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1], sample_dtype=sd),
-                      (s_idx, f_idx))
+    out = jax.lax.map(jax.checkpoint(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1],
+                                                      sample_dtype=sd)), (s_idx, f_idx))
     if config.interpolate:
         out = out[0]        # tricubic values (no image-wide switch-off for a pixel subset)
     return out.reshape(-1)[:n]
