@@ -423,14 +423,16 @@ def finish_image(config: SimConfig, p: Params, values):
     image = jnp.zeros((config.spixels, config.fpixels), _sample_dtype(config, p))
     if ns * nf == 0:
         return image
+    first_bad = None
     if config.interpolate:
+        first_bad = values[2]
         values = _interpolation_fallback(config, p, values, (s0, s1, f0, f1))
     values = values.reshape(ns, nf)
     if config.use_mask:
         keep = p.mask[s0:s1 + 1, f0:f1 + 1] != 0
         values = jnp.where(keep, values, 0.0)
     if config.phi_carryover:
-        values = _apply_carryover(config, p, values, (s0, s1, f0, f1))
+        values = _apply_carryover(config, p, values, (s0, s1, f0, f1), first_bad)
     return image.at[s0:s1 + 1, f0:f1 + 1].set(values)
 
 
@@ -497,8 +499,12 @@ def render(config: SimConfig, p: Params):
     return finish_image(config, p, values)
 
 
-def _apply_carryover(config, p, values, box):
-    """Re-render the image's first rendered pixel with its first sample group on the spec schedule."""
+def _apply_carryover(config, p, values, box, first_bad=None):
+    """Re-render the image's first rendered pixel with its first sample group on the spec schedule.
+
+    With interpolation, ``first_bad`` [pixels] gives each pixel's first out-of-range sample, and the
+    re-rendered pixel switches to nearest lookup from there as in the main render.
+    """
     sd = _sample_dtype(config, p)
     p = _working_precision(p)
     frame = detector_frame(config, p)
@@ -514,8 +520,9 @@ def _apply_carryover(config, p, values, box):
     stacks = jnp.concatenate([_lattice_stack(config, p, angles)[None],
                               _lattice_stack(config, p, first_angles)[None]])
     s, f = s0 + first // nf, f0 + first % nf
+    cutoff = None if first_bad is None else jnp.atleast_1d(first_bad[first])
     value = _tile(config, p, frame, stacks, recip_A, jnp.atleast_1d(s), jnp.atleast_1d(f), True,
-                  sample_dtype=sd)[0]
+                  cutoff=cutoff, sample_dtype=sd)[0]
     flat = values.reshape(-1)
     if config.use_mask:
         value = jnp.where(jnp.any(keep), value, flat[first])
