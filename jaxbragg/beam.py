@@ -13,7 +13,8 @@ the fluence / water-background set-up.
   ``lambda0 (1 + j dispstep - dispersion/2)``.
 * Kahn polarization factor (``K`` = Kahn factor, ``2theta`` between incident and diffracted, ``psi`` the
   azimuth of the diffracted ray about the incident beam measured from the E vector):
-  ``P = (1 + cos^2 2theta - K cos(2 psi) sin^2 2theta) / 2``.
+  ``P = (1 + cos^2 2theta - K cos(2 psi) sin^2 2theta) / 2``, evaluated as
+  ``(1 + cos^2 2theta - K (x^2 - y^2)) / 2`` with ``x, y`` the diffracted components along E and B.
 * Fluence from flux: ``fluence = flux * exposure / beamsize^2`` [photons/m^2].
 * Water background (per pixel, before the final scale): ``I_bg = F_w^2 r_e^2 fluence size^3 1e6 N_A / MW_w``
   with ``F_w = 2.57``, ``MW_w = 18``; the reference multiplies it by ``r_e^2 fluence`` a second time at the
@@ -34,15 +35,19 @@ SOURCE_DISTANCE = 10.0               # metres; only the direction matters
 
 
 def polarization_factor(kahn, incident, diffracted, axis):
-    """Kahn polarization factor for unit ``incident`` and ``diffracted`` [..., 3] and E-axis ``axis`` [3]."""
+    """Kahn polarization factor for unit ``incident`` and ``diffracted`` [..., 3] and E-axis ``axis`` [3].
+
+    The reference computes ``psi = -atan2(y, x)`` with ``x, y`` the components of the diffracted ray along
+    the incident E and B directions, then ``cos(2 psi) sin^2(2theta)``. Since ``x^2 + y^2 = sin^2(2theta)``
+    that product is exactly ``x^2 - y^2``, which we use: the same value (to rounding) without the
+    ``atan2(0, 0)`` whose derivative is NaN on the direct beam.
+    """
     cos2t = geometry.dot(incident, diffracted)
-    cos2t_sqr = cos2t * cos2t
-    sin2t_sqr = 1.0 - cos2t_sqr
     b_in = geometry.unitize(jnp.cross(axis, incident))
     e_in = geometry.unitize(jnp.cross(incident, b_in))
-    # the reference skips psi when K = 0; it is multiplied by K anyway, and computing it keeps dP/dK right
-    psi = -jnp.arctan2(geometry.dot(diffracted, b_in), geometry.dot(diffracted, e_in))
-    return 0.5 * (1.0 + cos2t_sqr - kahn * jnp.cos(2.0 * psi) * sin2t_sqr)
+    x = geometry.dot(diffracted, e_in)
+    y = geometry.dot(diffracted, b_in)
+    return 0.5 * (1.0 + cos2t * cos2t - kahn * (x * x - y * y))
 
 
 def water_background(fluence, water_size):

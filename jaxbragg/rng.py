@@ -83,6 +83,7 @@ __all__ = [
     "mosaic_rotation_umat",
     "umat2misset",
     "mosaic_umats",
+    "mosaic_axes_angles",
     "random_misset",
     "random_misset_umat",
     "poisson_noise",
@@ -712,3 +713,42 @@ def poisson_noise(
     stream.finish()
     rng.oldm, rng.g = oldm, g
     return np.asarray(res, dtype=np.float32).reshape(shape)
+
+
+def mosaic_axes_angles(
+    spread_rad: float,
+    n_domains: int,
+    seed: Optional[int] = DEFAULT_MOSAIC_IDUM,
+    rng: Optional[CRandom] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Axis and angle of each domain of :func:`mosaic_umats`, from the same draws.
+
+    ``mosaic_rotation_umat`` builds a Rodrigues rotation about the unit axis
+    ``v = (sqrt(1 - r2^2) sin(pi r1), sqrt(1 - r2^2) cos(pi r1), r2)`` by
+    ``rot = mosaicity * (1 - r3^2)^(1/3)`` (float32, as in the C). Returning
+    ``(v, rot)`` instead of the matrix lets a caller rescale every domain's
+    angle, i.e. treat the spread as a continuous parameter with the domain
+    directions fixed by the seed (``jaxbragg.parameters``).
+
+    Args:
+        spread_rad, n_domains, seed, rng: as for :func:`mosaic_umats`.
+
+    Returns:
+        ``(axes, angles)``: (n_domains, 3) unit axes and (n_domains,) angles
+        in radians, float64. Domain 0 gets angle 0 (the C forces it to the
+        identity); its axis is the one drawn.
+    """
+    rng = _prepare(seed, rng)
+    n = int(n_domains)
+    m = _f32(spread_rad)
+    axes = np.empty((n, 3), dtype=np.float64)
+    angles = np.empty(n, dtype=np.float64)
+    for d in range(n):
+        r1 = 2.0 * rng.ran1() - 1.0
+        r2 = 2.0 * rng.ran1() - 1.0
+        r3 = 2.0 * rng.ran1() - 1.0
+        xyrad = math.sqrt(1.0 - r2 * r2)
+        axes[d] = (xyrad * math.sin(math.pi * r1), xyrad * math.cos(math.pi * r1), r2)
+        angles[d] = _f32(m * powf(1.0 - r3 * r3, _THIRD_F32))
+    angles[0] = 0.0
+    return axes, angles
