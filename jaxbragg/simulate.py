@@ -319,6 +319,10 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
 
     # the per-sample stage runs on the reduced indices d = h - h0, in the sample precision
     dhkl = [(x - structure_factors.nearest_index(x)).astype(sd) for x in hkl]
+    if sd != dtype:
+        # mixed precision: hand the float32 loop ready-made reduced indices, so it runs at full
+        # float32 SIMD width instead of at the width of the float64 index arithmetic
+        dhkl = _materialise(spix[0] >= 0, dhkl)
     f_latt = lattice.lattice_factor_reduced(dhkl, p.ncells.astype(sd), p.fudge.astype(sd),
                                             recip_A.astype(sd), config.shape)
     valid_s = valid[..., None, :]                                         # [L, O, O, S, 1, T]
@@ -542,6 +546,8 @@ _simulate_pixels_jit = jax.jit(render_pixels, static_argnums=0)
 
 def simulate_pixels(config: SimConfig, params: Params, spix, fpix):
     """Jitted :func:`render_pixels`; one compilation per (config, number of pixels)."""
+    from .validate import validate
+    validate(config, params)
     return _simulate_pixels_jit(config, jax.tree_util.tree_map(_strong, params), spix, fpix)
 
 
@@ -553,4 +559,6 @@ def simulate(config: SimConfig, params: Params):
     in with ``params.replace``) are made strongly typed first so they do not trigger a recompilation.
     Composes with ``jax.grad``, ``jax.vmap`` and an outer ``jax.jit``.
     """
+    from .validate import validate
+    validate(config, params)          # physically impossible inputs: a named error before tracing
     return _simulate_jit(config, jax.tree_util.tree_map(_strong, params))

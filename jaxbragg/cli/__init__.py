@@ -4,14 +4,19 @@ The layer is thin: :mod:`.flags` parses argv, :mod:`.resolve` applies the refere
 precedence and builds ``(SimConfig, Params)``, :func:`jaxbragg.simulate.simulate` renders, and this module
 prints the summary (stdout) and writes the files. Large renders report progress on stderr (a redrawn bar
 on a terminal, ``N% done`` lines otherwise; :class:`Progress`). Any user error becomes one line on stderr
-and exit status 2, before anything is written.
+and exit status 2, before anything is written (:func:`prepare` does every check that can fail before the
+render, the memory plan of :mod:`jaxbragg.resources` included). The outputs are built in memory and written
+all-or-nothing at the end; Ctrl-C (exit 130) or SIGTERM (exit 143) leave no file behind.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -62,6 +67,11 @@ def _print_summary(setup, out):
       f"{'float32' if info['float32'] else 'float64'}")
 
 
+#: The flag that names each output (for messages).
+OUTPUT_FLAG = {"float": "-floatfile", "int": "-intfile", "pgm": "-pgmfile", "noise": "-noisefile",
+               "png": "-pngfile", "dump": "-dump"}
+
+
 def _check_writable(paths: List[str]):
     for path in paths:
         d = os.path.dirname(os.path.abspath(path)) or "."
@@ -73,8 +83,76 @@ def _check_writable(paths: List[str]):
             raise InputError(f"{path}: is a directory")
 
 
-#: Jobs of at least this many pixel-samples are rendered in chunks with a progress report (smaller jobs
-#: take well under a second after compilation).
+def _check_distinct(files: Dict[str, str]):
+    """Two outputs may not be the same file (the later would silently replace the earlier)."""
+    seen: Dict[str, str] = {}
+    for key, path in files.items():
+        real = os.path.normcase(os.path.realpath(path))
+        if real in seen:
+            raise InputError(f"{OUTPUT_FLAG[seen[real]]} and {OUTPUT_FLAG[key]} both write {path}")
+        seen[real] = key
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A command line checked and resolved, ready to render: everything :func:`run` does before the
+    render (and all that can fail with exit status 2)."""
+    parsed: list
+    setup: object
+    files: Dict[str, str]
+    estimate: object
+
+
+def prepare(argv: List[str], available: Optional[int] = None, device: Optional[int] = None,
+            detect: bool = True) -> Prepared:
+    """Parse, resolve, check the outputs and fit the job into memory (:func:`jaxbragg.resources.plan_memory`;
+    ``available``/``device``/``detect`` are passed on, ``-max_memory_gb`` overrides them).
+
+    Raises:
+      InputError: one line naming the flag or file; nothing has been written.
+    """
+    from . import outputs as outmod
+    from .. import resources
+    parsed = flags_mod.parse(argv)
+    setup = resolve(parsed, os.getcwd())
+    opts, info = setup.options, setup.info
+    files = {"float": setup.outputs.get("float") or outmod.DEFAULT_NAMES["float"],
+             "int": setup.outputs.get("int") or outmod.DEFAULT_NAMES["int"]}
+    if opts["write_pgm"]:
+        files["pgm"] = setup.outputs.get("pgm") or outmod.DEFAULT_NAMES["pgm"]
+    if opts["noise"]:
+        files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
+    if setup.outputs.get("png"):
+        files["png"] = setup.outputs["png"]
+    _check_writable(list(files.values()))
+    written = dict(files)
+    if info["hkl"] is not None and info["grid"] is not None:
+        written["dump"] = info["dumpfile"]
+    _check_distinct(written)
+    cfg = setup.config
+    for flag in ("trace_pixel", "printout_pixel"):
+        if opts[flag] is not None:
+            s, f = opts[flag] if flag == "trace_pixel" else opts[flag][::-1]
+            if not (0 <= s < cfg.spixels and 0 <= f < cfg.fpixels):
+                raise InputError(f"-{flag}: pixel (slow {s}, fast {f}) is outside the "
+                                 f"{cfg.fpixels}x{cfg.spixels}-pixel detector")
+    if opts["max_memory"] is not None:      # replaces the detected host (and accelerator) memory
+        limit = int(opts["max_memory"])
+        on_device = device is not None or (detect and resources.device_memory() is not None)
+        available, device, detect = limit, (limit if on_device else None), False
+    grid = info["grid"]
+    config, estimate, note = resources.plan_memory(
+        cfg, available=available, device=device, detect=detect, names=resources.CLI_NAMES,
+        outputs=[k for k in files if k in ("noise", "pgm", "png")],
+        grid_cells=grid.F.size if grid is not None else 0)
+    setup.config = config
+    if note:
+        setup.warnings.append(note)
+    return Prepared(parsed, setup, files, estimate)
+
+
+#: Jobs of at least this many pixel-samples are rendered in chunks (so that Ctrl-C is honoured within a
+#: chunk) with a progress report (smaller jobs take well under a second after compilation).
 PROGRESS_MIN_WORK = 20_000_000
 #: Number of chunks (so progress updates) of a reported job.
 PROGRESS_CHUNKS = 20
@@ -152,30 +230,153 @@ class Progress:
             self.drawn = False
 
 
+_JITTED = {}
+
+
+def _jitted():
+    """The two compiled stages of a render, made once (so repeated runs in one process share the cache)."""
+    if not _JITTED:
+        import jax
+        from ..simulate import finish_image, pixel_values
+        _JITTED["values"] = jax.jit(pixel_values, static_argnums=(0, 3))
+        _JITTED["finish"] = jax.jit(finish_image, static_argnums=0)
+    return _JITTED["values"], _JITTED["finish"]
+
+
 def _render(setup, progress: bool, stream=None):
-    """Render the image; a job of PROGRESS_MIN_WORK pixel-samples or more is rendered in row chunks
-    with a :class:`Progress` report on ``stream`` (default: the current ``sys.stderr``)."""
+    """Render the image: the pixel values of the ROI window, then masking and placement.
+
+    A job of PROGRESS_MIN_WORK pixel-samples or more is computed in PROGRESS_CHUNKS row chunks (so that
+    Ctrl-C is honoured within a chunk's time), with a :class:`Progress` report on ``stream`` (default: the
+    current ``sys.stderr``) unless ``progress`` is off; a smaller one in a single chunk. Both go through
+    the same two compiled stages, so the image does not depend on the chunking (a single fused
+    :func:`jaxbragg.simulate.simulate` can differ in the last bit in float32, where XLA fuses across the
+    stage boundary).
+    """
     import jax
     import jax.numpy as jnp
-    from ..simulate import finish_image, pixel_values, simulate
+    from ..simulate import simulate
     cfg, params = setup.config, setup.params
     f0, f1, s0, s1 = cfg.roi_box()
     n_pix = max(f1 - f0 + 1, 0) * max(s1 - s0 + 1, 0)
+    if n_pix == 0:
+        return np.asarray(simulate(cfg, params))
     work = n_pix * cfg.samples_per_pixel
-    if not progress or work < PROGRESS_MIN_WORK or n_pix < 64:
-        return np.asarray(jax.block_until_ready(simulate(cfg, params)))
-    chunk = -(-n_pix // PROGRESS_CHUNKS)
-    values_fn = jax.jit(pixel_values, static_argnums=(0, 3))
-    bar = Progress(sys.stderr if stream is None else stream, n_pix)
+    chunked = work >= PROGRESS_MIN_WORK and n_pix >= 64
+    chunk = -(-n_pix // PROGRESS_CHUNKS) if chunked else n_pix
+    values_fn, finish_fn = _jitted()
+    bar = Progress(sys.stderr if stream is None else stream, n_pix) if progress and chunked else None
     parts = []
     try:
         for start in range(0, n_pix, chunk):
-            parts.append(np.asarray(values_fn(cfg, params, start, chunk)))
-            bar.update(min(start + chunk, n_pix))
+            # with interpolation a chunk is a tuple (tricubic, nearest, first bad sample)
+            parts.append(jax.tree_util.tree_map(np.asarray, values_fn(cfg, params, start, chunk)))
+            if bar is not None:
+                bar.update(min(start + chunk, n_pix))
+            _checkpoint()
     finally:
-        bar.close()
-    values = jnp.asarray(np.concatenate(parts)[:n_pix])
-    return np.asarray(jax.jit(finish_image, static_argnums=0)(cfg, params, values))
+        if bar is not None:
+            bar.close()
+    values = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)[:n_pix]), *parts)
+    return np.asarray(finish_fn(cfg, params, values))
+
+
+class _Deferred:
+    """Hold SIGINT/SIGTERM back while the output files are renamed into place (a few milliseconds), so
+    that an interrupt cannot leave some outputs new and others old; ``pending`` lists what arrived."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.pending: List[int] = []
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.old[sig] = signal.signal(sig, lambda n, _f: self.pending.append(n))
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _write_outputs(items, out) -> bool:
+    """Write ``[(path, bytes, optional)]`` all-or-nothing: every file is staged to a temporary first
+    (an error or interrupt then removes them all), then all are renamed into place with interrupts held
+    back. A failure to stage an ``optional`` file is a warning. Returns whether an interrupt arrived
+    during the renames."""
+    from ..io import _common
+    staged = []
+    try:
+        for path, blob, optional in items:
+            try:
+                staged.append((_common.stage(path, [blob]), path))
+            except InputError as e:
+                if not optional:
+                    raise
+                print(f"WARNING: unable to write {path}: {e}", file=out)
+        _checkpoint()
+        with _Deferred() as deferred:
+            while staged:
+                tmp, path = staged[0]
+                _common.commit(tmp, path)
+                staged.pop(0)
+        return bool(deferred.pending)
+    finally:
+        for tmp, _ in staged:
+            _common.discard(tmp)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the same clean-up as for Ctrl-C runs."""
+
+
+class _Signals:
+    """SIGINT and SIGTERM during :func:`main`: the first one is recorded and acted on at the next safe point
+    (:func:`_checkpoint`: between render chunks, before the outputs are written), because interrupting the
+    XLA compiler or runtime in the middle of a call can crash the process when it exits. A second signal
+    interrupts at once."""
+
+    active: "Optional[_Signals]" = None
+
+    def __init__(self):
+        self.pending: Optional[int] = None
+        self.old = {}
+
+    @staticmethod
+    def _raise(signum):
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _handler(self, signum, _frame):
+        if self.pending is not None:
+            self._raise(signum)
+        self.pending = signum
+
+    def check(self):
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            self._raise(signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+            _Signals.active = self
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        if _Signals.active is self:
+            _Signals.active = None
+        return False
+
+
+def _checkpoint():
+    """Act on a signal recorded by :class:`_Signals` (no-op outside :func:`main`)."""
+    if _Signals.active is not None:
+        _Signals.active.check()
 
 
 def run(argv: List[str], out=None, err=None) -> int:
@@ -186,32 +387,60 @@ def run(argv: List[str], out=None, err=None) -> int:
     """
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    with np.errstate(all="ignore"):
+        return _run(argv, out, err)
+
+
+def _enable_compilation_cache(jax) -> None:
+    """Persistent XLA compilation cache for the command line (the library never sets it).
+
+    Location: ``$JAXBRAGG_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxbragg/xla`` (``~/.cache/jaxbragg/xla``);
+    ``JAXBRAGG_CACHE_DIR=off`` (or an empty value) disables it. A repeated command line then skips
+    compilation (seconds on a 2-core machine).
+    """
+    path = os.environ.get("JAXBRAGG_CACHE_DIR")
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "jaxbragg", "xla")
+    if not path or path.lower() == "off":
+        return
+    try:
+        os.makedirs(path, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except (OSError, AttributeError):   # an unwritable cache location only costs speed
+        pass
+
+
+def _run(argv, out, err) -> int:
     from . import outputs as outmod
     parsed = flags_mod.parse(argv)
     import jax
-    # the command line computes in double like the reference (set-up is NumPy float64 regardless);
-    # -float32 renders in single precision
+    # the command line computes in double like the reference; -float32 keeps float64 parameters and
+    # geometry and runs only the per-sample stage in single precision (SimConfig.precision)
     jax.config.update("jax_enable_x64", True)
-    setup = resolve(parsed, os.getcwd())
+    _enable_compilation_cache(jax)
+    prep = prepare(argv)
+    setup, files = prep.setup, prep.files
     opts, info = setup.options, setup.info
-    files = {"float": setup.outputs.get("float") or outmod.DEFAULT_NAMES["float"],
-             "int": setup.outputs.get("int") or outmod.DEFAULT_NAMES["int"]}
-    if opts["write_pgm"]:
-        files["pgm"] = setup.outputs.get("pgm") or outmod.DEFAULT_NAMES["pgm"]
-    if opts["noise"]:
-        files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
-    if setup.outputs.get("png"):
-        files["png"] = setup.outputs["png"]
-    _check_writable(list(files.values()))
 
     _print_summary(setup, out)
     if opts["trace_pixel"] is not None or opts["printout_pixel"] is not None:
         from .trace import trace_pixel
         s, f = opts["trace_pixel"] if opts["trace_pixel"] is not None else opts["printout_pixel"][::-1]
         trace_pixel(setup, int(s), int(f), out)
+    out.flush()
+    _checkpoint()
     t0 = time.perf_counter()
     image = _render(setup, opts["progress"], err)
+    _checkpoint()
     image32 = image.astype(np.float32)
+    bad = int(np.count_nonzero(~np.isfinite(image32)))
+    if bad:
+        raise InputError(f"the rendered image has {bad} NaN or infinite pixels (intensities beyond the float "
+                         f"range): lower -N/-Na/-Nb/-Nc/-xtalsize, -fluence/-flux or the structure factors "
+                         f"(-default_F/-hkl)")
     print(f"rendered {setup.config.spixels}x{setup.config.fpixels} pixels in {time.perf_counter() - t0:.3f} s",
           file=out)
 
@@ -221,7 +450,7 @@ def run(argv: List[str], out=None, err=None) -> int:
     print("max_I = %g  at pixel (slow %d, fast %d)" % (stats["max"], *stats["argmax"]), file=out)
     print("mean= %g rms= %g rmsd= %g" % (stats["mean"], stats["rms"], stats["rmsd"]), file=out)
 
-    # build every output in memory first; a failure leaves no file behind
+    # build every output in memory first; then write them all or none
     blobs = {}
     from .. import io
     adc = opts["adc"]
@@ -230,6 +459,7 @@ def run(argv: List[str], out=None, err=None) -> int:
         scale = 55000.0 / stats["max"] if stats["max"] > 0.0 else 1.0
     print(f"intfile_scale = {scale:g}", file=out)
     items = outmod.header_items(info, adc)
+    blobs["float"] = np.ascontiguousarray(image32, dtype="<f4").tobytes()
     blobs["int"] = io.smv.smv_bytes(outmod.int_image(image32, scale, adc, active), items)
     if "pgm" in files:
         pgm_scale = opts["pgm_scale"]
@@ -251,19 +481,25 @@ def run(argv: List[str], out=None, err=None) -> int:
         generator = "jax.random.poisson" if opts["noise_jax"] else "the reference's generator"
         print(f"{photons:.0f} photons on noise image ({overloads} overloads; {generator})", file=out)
         blobs["noise"] = io.smv.smv_bytes(noisy, items)
+    writes = []
     if info["hkl"] is not None and info["grid"] is not None:
         # like the reference: cache the structure factors read from -hkl for runs without -hkl
-        try:
-            io.write_fdump(info["dumpfile"], info["grid"])
-            print(f"writing dump file for next time: {info['dumpfile']}", file=out)
-        except InputError as e:
-            print(f"WARNING: unable to write dump file: {e}", file=out)
-    io.write_float(files["float"], image32)
-    print(f"writing {files['float']} as {image32.size} 4-byte floats", file=out)
-    for key in ("int", "pgm", "png", "noise"):
-        if key in blobs:
-            io._common.atomic_write(files[key], [blobs[key]])
-            print(f"writing {files[key]}", file=out)
+        writes.append((info["dumpfile"], io.fdump.fdump_bytes(info["grid"]), True))
+    writes += [(files[key], blobs[key], False) for key in ("float", "int", "pgm", "png", "noise")
+               if key in blobs]
+    _checkpoint()
+    interrupted = _write_outputs(writes, out)
+    for path, blob, optional in writes:
+        if optional:
+            if os.path.exists(path):
+                print(f"writing dump file for next time: {path}", file=out)
+        elif path == files["float"]:
+            print(f"writing {path} as {image32.size} 4-byte floats", file=out)
+        else:
+            print(f"writing {path}", file=out)
+    if interrupted:
+        print("jaxbragg: interrupted after the output files were written", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -275,22 +511,31 @@ def main(argv: Optional[List[str]] = None) -> int:
               "see specs/cli.md for every flag", file=sys.stderr)
         return 2
     try:
-        return run(argv)
+        with _Signals():
+            return run(argv)
     except InputError as e:
-        print(f"jaxbragg: error: {e}", file=sys.stderr)
+        print(f"jaxbragg: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("jaxbragg: terminated; no output written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("jaxbragg: interrupted; no output written", file=sys.stderr)
         return 130
     except MemoryError:
-        print("jaxbragg: error: out of memory; use a smaller -tile or detector", file=sys.stderr)
+        print("jaxbragg: error: out of memory; use a smaller -tile or detector, or lower -max_memory_gb",
+              file=sys.stderr)
         return 2
     except Exception as e:  # an internal error: one line, no traceback (JAXBRAGG_DEBUG=1 shows it)
         if os.environ.get("JAXBRAGG_DEBUG"):
             raise
-        print(f"jaxbragg: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
+        print(f"jaxbragg: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line (a file name may hold a newline)."""
+    return " ".join(str(e).splitlines())
 
 
 if __name__ == "__main__":  # pragma: no cover

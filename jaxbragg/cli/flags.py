@@ -12,6 +12,7 @@ import math
 from typing import Dict, List, Tuple
 
 from ..errors import InputError
+from ..io._common import parse_number
 
 # kind codes: "" no value, "f" float, "i" int, "s" string, "3f" three floats, "4i" four ints,
 # "2i" two ints, "cell" 1-6 floats, "misset" 'random' or three floats, "abs" float or 'inf'
@@ -60,41 +61,47 @@ _TABLE: Dict[str, str] = {
     "-nonoise": "", "-nopgm": "", "-noprogress": "", "-progress": "",
     "-printout": "", "-printout_pixel": "2i", "-trace_pixel": "2i",
     # jaxbragg additions
-    "-demo": "", "-float32": "", "-tile": "i", "-pngfile": "s", "-noise_jax": "",
+    "-demo": "", "-float32": "", "-tile": "i", "-pngfile": "s", "-noise_jax": "", "-max_memory_gb": "f",
 }
 
 FLAGS = frozenset(_TABLE)
 
+#: Integer values are C ``int`` s in the reference (``atoi``): anything outside this range is an error.
+INT_MAX = 2**31 - 1
+
+
+def _to_float(token: str):
+    """The value of ``token`` when the whole token is a C-style number (``strtod`` syntax: decimal with an
+    optional exponent, ``inf``, ``infinity``, ``nan``), else None. Python's ``float`` is not used on its own:
+    it also accepts ``1_000``, surrounding whitespace and non-ASCII digits, which the reference would read
+    as something else."""
+    return parse_number(token)
+
 
 def _number(flag: str, token: str, integer: bool) -> float:
-    try:
-        value = float(token)
-    except ValueError:
+    value = _to_float(token)
+    if value is None:
         kind = "an integer" if integer else "a number"
-        raise InputError(f"{flag}: expected {kind}, got {token!r}") from None
+        raise InputError(f"{flag}: expected {kind}, got {token!r}")
     if not math.isfinite(value):
         raise InputError(f"{flag}: value must be finite, got {token!r}")
     if integer:
         if value != int(value):
             raise InputError(f"{flag}: expected an integer, got {token!r}")
+        if abs(value) > INT_MAX:
+            raise InputError(f"{flag}: integer {token!r} is out of range (at most {INT_MAX} in magnitude)")
         return int(value)
     return value
 
 
 def _is_number(token: str) -> bool:
-    try:
-        return math.isfinite(float(token))
-    except ValueError:
-        return False
+    value = _to_float(token)
+    return value is not None and math.isfinite(value)
 
 
 def _parses(token: str) -> bool:
-    """True for anything ``float`` reads, non-finite values included (so they get a precise message)."""
-    try:
-        float(token)
-        return True
-    except ValueError:
-        return False
+    """True for any C-style number, non-finite values included (so they get a precise message)."""
+    return _to_float(token) is not None
 
 
 def _take(argv: List[str], i: int, flag: str, n: int) -> List[str]:
@@ -115,7 +122,12 @@ def parse(argv: List[str]) -> List[Tuple[str, tuple]]:
             if flag.startswith("-") and not _is_number(flag):
                 close = difflib.get_close_matches(flag, sorted(FLAGS), n=1, cutoff=0.6)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                raise InputError(f"unknown flag {flag}{hint}")
+                raise InputError(f"unknown flag {flag!r}{hint}")
+            if out:
+                prev = out[-1][0]
+                n = len(out[-1][1])
+                takes = "takes no value" if _TABLE[prev] == "" else f"takes {n} value{'s' if n != 1 else ''}"
+                raise InputError(f"unexpected argument {flag!r} after {prev} ({prev} {takes})")
             raise InputError(f"unexpected argument {flag!r} (values must follow a flag)")
         if kind == "":
             vals: tuple = ()
@@ -124,8 +136,10 @@ def parse(argv: List[str]) -> List[Tuple[str, tuple]]:
             (tok,) = _take(argv, i, flag, 1)
             vals, used = (_number(flag, tok, kind == "i"),), 1
         elif kind == "s":
-            if i + 1 >= len(argv):
+            if i + 1 >= len(argv) or argv[i + 1] in FLAGS:
                 raise InputError(f"{flag}: expected a value")
+            if argv[i + 1] == "":
+                raise InputError(f"{flag}: the value is an empty string")
             vals, used = (argv[i + 1],), 1
         elif kind in ("3f", "4i", "2i"):
             n = int(kind[0])

@@ -27,9 +27,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import beam as beam_mod
-from .. import crystal, geometry, io, rng
-from ..errors import InputError
+from .. import crystal, geometry, io, resources, rng
+from ..errors import InputError, PhysicsError
 from ..simulate import Params, SimConfig
+from ..validate import validate
 
 RTD = 180.0 / math.pi
 
@@ -43,6 +44,20 @@ _CONVENTIONS = {
 }
 # CUSTOM starts from these (the reference's initial values, MOSFLM-like, two-theta about +y).
 _CUSTOM_START = ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1))
+
+#: The flags behind each :class:`Params` field, for :class:`PhysicsError` messages.
+_PARAM_FLAGS = {
+    "lattice": "-cell/-mat/-misset", "ncells": "-N/-Na/-Nb/-Nc/-xtalsize", "fudge": "-fudge",
+    "spindle": "-spindle_axis", "phi0": "-phi", "phistep": "-phistep/-osc", "mosaic_umats": "-mosaic",
+    "default_F": "-default_F", "fdet": "-fdet_vector", "sdet": "-sdet_vector", "odet": "-odet_vector",
+    "beam": "-beam_vector", "detector_rotations": "-detector_rotx/-detector_roty/-detector_rotz",
+    "twotheta_axis": "-twotheta_axis", "twotheta": "-twotheta", "beam_center": "-Xbeam/-Ybeam/-Xclose/-Yclose",
+    "distance": "-distance/-close_distance", "pixel_size": "-pixel",
+    "source_dirs": "-beam_vector/-divergence/-sourcefile", "source_lambda": "-lambda/-energy/-dispersion",
+    "fluence": "-fluence/-flux/-exposure/-beamsize", "kahn": "-polar", "polar_vector": "-polar_vector",
+    "water_size": "-water", "dmin": "-dmin", "thickstep": "-detector_thick", "mu": "-detector_abs",
+    "F_grid": "-hkl", "pix0": "-pix0_vector", "mask": "-mask",
+}
 
 OUTPUT_FLAGS = {"-floatfile": "float", "-floatimage": "float", "-intfile": "int", "-intimage": "int",
                 "-pgmfile": "pgm", "-pgmimage": "pgm", "-noisefile": "noise", "-noiseimage": "noise",
@@ -60,7 +75,30 @@ class Setup:
     warnings: List[str]
 
 
-def _steps_rule(steps, rng_, step, user_only_steps_default):
+def _unit(v):
+    """Unit vector(s) along ``v`` [..., 3]; rows whose norm would over- or underflow are scaled by their
+    largest component first (other rows go through ``geometry.unitize`` unchanged, bit for bit)."""
+    v = np.asarray(v, float)
+    with np.errstate(all="ignore"):
+        n = np.sqrt(np.sum(v * v, axis=-1, keepdims=True))
+    ok = np.isfinite(n) & (n > 1e-150) & (n < 1e150)
+    if np.all(ok):
+        return np.asarray(geometry.unitize(v))
+    big = np.max(np.abs(v), axis=-1, keepdims=True)
+    scaled = np.where(ok | (big == 0), v, v / np.where(big == 0, 1.0, big))
+    return np.asarray(geometry.unitize(scaled))
+
+
+def _ceil_count(x: float, flags: str, what: str) -> int:
+    """``ceil(x)`` for a step count, refusing the non-finite or absurd values that a ratio of two flags
+    can produce (the reference would overflow its ``int``)."""
+    if not (math.isfinite(x) and x <= resources.MAX_SAMPLES_PER_PIXEL):
+        raise resources.ResourceError(f"{flags}: {x:.3g} {what} is more than the limit of "
+                                      f"{resources.MAX_SAMPLES_PER_PIXEL:.0e}")
+    return int(math.ceil(x))
+
+
+def _steps_rule(steps, rng_, step, user_only_steps_default, flags="", what="steps"):
     """The reference's auto-selection of (steps, range, step) for divergence / dispersion."""
     if steps <= 0:
         if rng_ < 0.0:
@@ -69,7 +107,7 @@ def _steps_rule(steps, rng_, step, user_only_steps_default):
             return 2, step, step
         if step <= 0.0:
             return 2, rng_, rng_
-        return int(math.ceil(rng_ / step)), rng_, step
+        return _ceil_count(rng_ / step, flags, what), rng_, step
     if rng_ < 0.0:
         if step <= 0.0:
             return steps, user_only_steps_default, user_only_steps_default / steps
@@ -143,12 +181,27 @@ class _State:
         self.float32 = False
         self.tile = None
         self.demo = False
+        self.max_memory = None              # bytes (-max_memory_gb), None: detect
 
 
-def _apply_header(st: _State, path: str, is_mask: bool):
-    header, data = io.read_smv(path)
+#: Header keys read by :func:`_apply_header` that must be positive when present.
+_POSITIVE_HEADER_KEYS = ("PIXEL_SIZE", "WAVELENGTH")
+
+
+def _apply_header(st: _State, path: str, is_mask: bool, cwd: str = "."):
+    header, data = io.read_smv(os.path.join(cwd, path))
+    if data.size > resources.MAX_PIXELS:
+        raise InputError(f"{path}: SMV image of {data.shape[1]}x{data.shape[0]} pixels is larger than the "
+                         f"limit of {resources.MAX_PIXELS} pixels")
     st.spixels, st.fpixels = data.shape
-    get = lambda key: io.header_value(header, key)
+
+    def get(key):
+        value = io.header_value(header, key)
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{path}: header {key}={header[key]!r} is not a finite number")
+        if value is not None and key in _POSITIVE_HEADER_KEYS and value <= 0:
+            raise InputError(f"{path}: header {key}={header[key]!r} must be positive")
+        return value
     if get("PIXEL_SIZE") is not None:
         st.pixel = get("PIXEL_SIZE") / 1000.0
     st.detsize_f = st.pixel * st.fpixels
@@ -248,16 +301,22 @@ def _apply_flag(st: _State, flag: str, v: tuple):
     elif f == "-oversample_omega": st.os_omega = True
     elif f == "-oversample": st.oversample = x
     elif f == "-roi": st.roi = v
-    elif f in ("-lambda", "-wave"): st.lambda0 = x / 1.0e10
+    elif f in ("-lambda", "-wave"):
+        if not x > 0:
+            raise InputError(f"{f}: the wavelength must be positive, got {x:g} A")
+        st.lambda0 = x / 1.0e10
     elif f == "-energy":
-        if x == 0:
-            raise InputError("-energy: must be non-zero")
+        if not x > 0:
+            raise InputError(f"-energy: the photon energy must be positive, got {x:g} eV")
         st.lambda0 = (12398.42 / x) / 1.0e10
     elif f == "-fluence": st.fluence = x
     elif f == "-flux": st.flux = x
     elif f == "-exposure": st.exposure = x
     elif f == "-beamsize": st.beamsize = x / 1000
-    elif f in ("-mosaic", "-mosaicity", "-mosaic_spread"): st.mosaic_spread = x / RTD
+    elif f in ("-mosaic", "-mosaicity", "-mosaic_spread"):
+        if abs(x / RTD) > 3.0e38:   # the reference narrows the spread to a float
+            raise InputError(f"{f}: a mosaic spread of {x:g} degrees is out of range")
+        st.mosaic_spread = x / RTD
     elif f in ("-mosaic_domains", "-mosaic_dom"): st.mosaic_domains = x
     elif f == "-dispersion": st.dispersion = x / 100.0
     elif f == "-dispsteps": st.dispsteps = x
@@ -317,6 +376,10 @@ def _apply_flag(st: _State, flag: str, v: tuple):
             raise InputError("-tile: must be a positive number of pixels")
         st.tile = x
     elif f == "-demo": st.demo = True
+    elif f == "-max_memory_gb":
+        if not x > 0:
+            raise InputError(f"-max_memory_gb: must be a positive number of gigabytes, got {x:g}")
+        st.max_memory = min(x * 1e9, float(1 << 62))
     else:  # pragma: no cover - every table entry is handled above
         raise AssertionError(f)
 
@@ -327,7 +390,17 @@ DEMO_ARGS = ["-cell", "70", "80", "90", "75", "85", "95", "-misset", "10", "20",
 
 
 def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
-    """Apply the reference's rules to parsed flags and build the library inputs."""
+    """Apply the reference's rules to parsed flags and build the library inputs.
+
+    Raises:
+      InputError: (one line, naming the flag or file) for anything the model cannot render, including
+        the resource caps of :mod:`jaxbragg.resources` and the checks of :func:`jaxbragg.validate.validate`.
+    """
+    with np.errstate(all="ignore"):     # every value that matters is checked explicitly
+        return _resolve(parsed, cwd)
+
+
+def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
     st = _State()
     warnings: List[str] = []
     if any(f == "-demo" for f, _ in parsed):
@@ -340,9 +413,9 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         if f == "-img": st.img = v[0]
     mask_data = None
     if st.mask is not None:
-        mask_data = _apply_header(st, st.mask, True)
+        mask_data = _apply_header(st, st.mask, True, cwd)
     if st.img is not None:
-        _apply_header(st, st.img, False)
+        _apply_header(st, st.img, False, cwd)
     for f, v in parsed:
         _apply_flag(st, f, v)
 
@@ -353,12 +426,17 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         st.detsize_f = st.pixel * st.fpixels
     if st.spixels:
         st.detsize_s = st.pixel * st.spixels
-    fpixels = int(math.ceil(st.detsize_f / st.pixel - 0.5))
-    spixels = int(math.ceil(st.detsize_s / st.pixel - 0.5))
+    nf, ns = st.detsize_f / st.pixel - 0.5, st.detsize_s / st.pixel - 0.5
+    if not (math.isfinite(nf) and math.isfinite(ns)) or max(nf, ns) > resources.MAX_PIXELS:
+        raise InputError(f"-detpixels/-detsize/-pixel: a {st.detsize_f * 1e3:g} x {st.detsize_s * 1e3:g} mm "
+                         f"detector of {st.pixel * 1e3:g} mm pixels has too many pixels")
+    fpixels = int(math.ceil(nf))
+    spixels = int(math.ceil(ns))
     if fpixels <= 0 or spixels <= 0:
         raise InputError("-detpixels/-detsize: the detector must have at least one pixel")
-    if fpixels * spixels > 1 << 28:
-        raise InputError(f"-detpixels: {fpixels}x{spixels} pixels is too large")
+    if fpixels * spixels > resources.MAX_PIXELS:
+        raise InputError(f"-detpixels: {fpixels}x{spixels} pixels is more than the limit of "
+                         f"{resources.MAX_PIXELS} pixels")
     if mask_data is not None and mask_data.shape != (spixels, fpixels):
         raise InputError(f"{st.mask}: mask is {mask_data.shape[1]}x{mask_data.shape[0]} pixels but the "
                          f"detector is {fpixels}x{spixels}")
@@ -368,6 +446,9 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         if st.beamsize == 0:
             raise InputError("-beamsize: must be positive when -flux is given")
         st.fluence = st.flux * st.exposure / st.beamsize / st.beamsize
+    if not (math.isfinite(st.fluence) and st.fluence >= 0):
+        raise InputError(f"-fluence/-flux/-exposure/-beamsize: the fluence must be finite and not negative, "
+                         f"got {st.fluence:g} photons/m^2")
     if st.beamsize >= 0:
         if st.beamsize < st.sample[1]:
             warnings.append(f"clipping sample ({st.sample[1]:g} m high) with beam ({st.beamsize:g} m)")
@@ -406,20 +487,24 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         else:
             pivot = "sample"
 
-    beam_v = geometry.unitize(st.beam_vector)
-    fdet0, sdet0 = geometry.unitize(st.fdet), geometry.unitize(st.sdet)
-    if float(geometry.norm(st.odet)) != 1.0:
-        warnings.append("auto-generating odet_vector")
-        odet0 = geometry.unitize(np.cross(fdet0, sdet0))
-    else:
-        odet0 = geometry.unitize(st.odet)
-    polar_v = geometry.unitize(st.polar_vector)
-    spindle = geometry.unitize(st.spindle)
-    tt_axis = np.asarray(st.twotheta_axis, float)
+    beam_v = _unit(st.beam_vector)
+    fdet0, sdet0 = _unit(st.fdet), _unit(st.sdet)
     for name, vec in (("-beam_vector", beam_v), ("-fdet_vector", fdet0), ("-sdet_vector", sdet0),
-                      ("-spindle_axis", spindle)):
+                      ("-spindle_axis", st.spindle), ("-polar_vector", st.polar_vector)):
         if not np.any(vec):
             raise InputError(f"{name}: vector must be non-zero")
+    if float(np.linalg.norm(np.cross(fdet0, sdet0))) < 1e-9:
+        raise InputError("-fdet_vector/-sdet_vector: the fast and slow axes are parallel")
+    if float(geometry.norm(st.odet)) != 1.0:
+        warnings.append("auto-generating odet_vector")
+        odet0 = _unit(np.cross(fdet0, sdet0))
+    else:
+        odet0 = _unit(st.odet)
+    polar_v = _unit(st.polar_vector)
+    spindle = _unit(st.spindle)
+    tt_axis = np.asarray(st.twotheta_axis, float)
+    if st.twotheta != 0.0 and not np.any(tt_axis):
+        raise InputError("-twotheta_axis: vector must be non-zero when -twotheta is given")
 
     # ---- step counts -------------------------------------------------------------------------------
     phi0, osc, phistep, phisteps = st.phi0, st.osc, st.phistep, st.phisteps
@@ -432,7 +517,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         elif phistep <= 0.0:
             phisteps, phistep = 2, osc / 2.0
         else:
-            phisteps = int(math.ceil(osc / phistep))
+            phisteps = _ceil_count(osc / phistep, "-osc/-phistep", "phi steps")
     else:
         if phisteps == 0:
             phisteps = 1
@@ -444,9 +529,12 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
                 osc, phisteps = phistep, 2
         elif phistep < 0.0:
             phistep = osc / phisteps
-    hdivsteps, hdivrange, hdivstep = _steps_rule(st.hdivsteps, st.hdivrange, st.hdivstep, 1.0)
-    vdivsteps, vdivrange, vdivstep = _steps_rule(st.vdivsteps, st.vdivrange, st.vdivstep, 1.0)
-    dispsteps, dispersion, dispstep = _steps_rule(st.dispsteps, st.dispersion, st.dispstep, 1.0)
+    hdivsteps, hdivrange, hdivstep = _steps_rule(st.hdivsteps, st.hdivrange, st.hdivstep, 1.0,
+                                                 "-hdivrange/-hdivstep", "horizontal divergence steps")
+    vdivsteps, vdivrange, vdivstep = _steps_rule(st.vdivsteps, st.vdivrange, st.vdivstep, 1.0,
+                                                 "-vdivrange/-vdivstep", "vertical divergence steps")
+    dispsteps, dispersion, dispstep = _steps_rule(st.dispsteps, st.dispersion, st.dispstep, 1.0,
+                                                  "-dispersion/-dispstep", "dispersion steps")
     thick, thickstep, thicksteps = st.det_thick, st.det_thickstep, st.det_thicksteps
     if thicksteps <= 0:
         if thick < 0.0:
@@ -455,7 +543,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
             thicksteps = 2
             thickstep = thick / thicksteps
         else:
-            thicksteps = int(math.ceil(thick / thickstep))
+            thicksteps = _ceil_count(thick / thickstep, "-detector_thick", "sensor layers")
     else:
         if thick < 0.0:
             thick = 0.5e-6
@@ -491,6 +579,12 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         dispsteps, dispersion, dispstep = 1, 0.0, 0.0
     if thick <= 0.0 or thickstep <= 0.0 or thicksteps <= 0:
         thicksteps, thick, thickstep = 1, 0.0, 0.0
+    # caps, before anything of these sizes is built (the divergence count is an upper bound here)
+    resources.check_sample_counts(1, phisteps, domains, 1, thicksteps, names=resources.CLI_NAMES)
+    if st.sourcefile is None and hdivsteps * vdivsteps * dispsteps > resources.MAX_SETUP_COUNT:
+        raise resources.ResourceError(
+            f"-divsteps/-hdivsteps/-vdivsteps/-dispsteps: {hdivsteps} x {vdivsteps} divergence x {dispsteps} "
+            f"dispersion points is more than the limit of {resources.MAX_SETUP_COUNT:.0e} sources")
 
     # ---- detector placement (distance bookkeeping as the reference does it) ------------------------
     ratio = float(np.dot(beam_v, geometry.rotate_xyz(odet0, np.array(st.rot))))
@@ -505,8 +599,12 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
                                    st.twotheta, pivot, np.array(center), dist_param, st.pix0)
     final_close = float(frame["close_distance"])
     final_distance = float(frame["distance"])
+    if not (math.isfinite(final_close) and math.isfinite(final_distance)):
+        raise InputError("-distance/-pix0_vector/-Xbeam/-Ybeam: the detector position is not finite")
     if final_close <= 0 and not st.curved:
         raise InputError("-distance: the detector must be in front of the sample (distance > 0)")
+    if st.curved and not final_distance > 0:
+        raise InputError("-distance: a curved detector needs a positive distance")
 
     # ---- crystal -----------------------------------------------------------------------------------
     if st.cell is None and st.matfile is None:
@@ -522,9 +620,17 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         cell = np.array([a, b_, c_] + angles)
         if a <= 0:
             raise InputError("-cell: cell lengths must be positive")
-        if float(crystal.cell_volume(cell)) <= 0:
+        if not (1e-5 <= min(a, b_, c_) and max(a, b_, c_) <= 1e10):
+            raise InputError(f"-cell: cell lengths must lie between 1e-5 and 1e10 A, got {a:g} {b_:g} {c_:g}")
+        with np.errstate(all="ignore"):
+            shape_factor = float(crystal.cell_volume(np.array([1.0, 1.0, 1.0] + angles)))
+        if not shape_factor > 1e-6:     # V / (a b c): 1 for right angles, 0 for coplanar edges (the
+            # half-angle formula leaves ~1e-8 of rounding noise for a flat cell such as 120 120 120)
             raise InputError("-cell: these angles give a zero cell volume")
-        recip = crystal.reference_default_reciprocal(cell) * 1e10      # 1/m (the C's construction)
+        with np.errstate(all="ignore"):
+            recip = crystal.reference_default_reciprocal(cell) * 1e10      # 1/m (the C's construction)
+        if not np.all(np.isfinite(recip)):
+            raise InputError("-cell: these angles give no valid reciprocal cell")
         lengths = cell[:3] * 1e-10
     if st.matfile is not None:
         recip = io.read_mat(os.path.join(cwd, st.matfile)) / st.lambda0
@@ -537,19 +643,46 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         misset = st.misset
     if any(misset):
         recip = geometry.rotate_xyz(recip, np.array(misset))
-    lattice = crystal.lattice_from_reciprocal(recip, lengths)
+    with np.errstate(all="ignore"):
+        lattice = crystal.lattice_from_reciprocal(recip, lengths)
+    if not np.all(np.isfinite(lattice)) or not abs(float(np.linalg.det(lattice))) > 0:
+        raise InputError(f"{'-mat' if st.matfile is not None and st.cell is None else '-cell'}: "
+                         "the unit cell cannot be computed (zero volume or out of range)")
     cell_len = np.linalg.norm(lattice, axis=1)
     Na, Nb, Nc = st.Na, st.Nb, st.Nc
-    if st.sample[0] > 0: Na = math.ceil(st.sample[0] / cell_len[0])
-    if st.sample[1] > 0: Nb = math.ceil(st.sample[1] / cell_len[1])
-    if st.sample[2] > 0: Nc = math.ceil(st.sample[2] / cell_len[2])
+    for axis, flag in enumerate(("-xtal_thick/-samplesize", "-xtal_width/-samplesize",
+                                 "-xtal_height/-samplesize")):
+        if st.sample[axis] > 0:
+            n = st.sample[axis] / cell_len[axis]
+            if not math.isfinite(n) or n > resources.MAX_CELLS_PER_AXIS:
+                raise InputError(f"{flag}: a {st.sample[axis] * 1e3:g} mm crystal is {n:.3g} unit cells "
+                                 f"across, more than the limit of {resources.MAX_CELLS_PER_AXIS:.0e}")
+            if axis == 0: Na = math.ceil(n)
+            elif axis == 1: Nb = math.ceil(n)
+            else: Nc = math.ceil(n)
     Na, Nb, Nc = (max(float(n), 1.0) for n in (Na, Nb, Nc))
+    for n, flag in ((Na, "-Na"), (Nb, "-Nb"), (Nc, "-Nc")):
+        if n > resources.MAX_CELLS_PER_AXIS:
+            raise InputError(f"{flag}/-N: {n:.3g} unit cells along one axis is more than the limit of "
+                             f"{resources.MAX_CELLS_PER_AXIS:.0e}")
     xtal_max = max(cell_len[0] * Na, cell_len[1] * Nb, cell_len[2] * Nc)
     recip_px = st.lambda0 * final_distance / px
-    recommended = max(int(math.ceil(3.0 * xtal_max / recip_px)), 1)
-    oversample = st.oversample if st.oversample > 0 else recommended
-    if oversample < recommended:
+    ratio_os = 3.0 * xtal_max / recip_px if recip_px > 0 else math.inf
+    if math.isfinite(ratio_os) and ratio_os <= resources.MAX_SAMPLES_PER_PIXEL:
+        recommended = max(int(math.ceil(ratio_os)), 1)
+    else:
+        recommended = None     # absurd: only an error if it would be used
+    if st.oversample > 0:
+        oversample = st.oversample
+    elif recommended is not None:
+        oversample = recommended
+    else:
+        raise resources.ResourceError(
+            f"-oversample: the automatic oversample for a {xtal_max * 1e10:.3g} A crystal "
+            f"(-N/-Na/-Nb/-Nc/-xtalsize) at this -distance/-pixel/-lambda is {ratio_os:.3g}; give -oversample")
+    if recommended is None or oversample < recommended:
         warnings.append(f"maximum dimension of sample is {xtal_max * 1e10:g} A")
+    resources.check_sample_counts(oversample, phisteps, domains, 1, thicksteps, names=resources.CLI_NAMES)
 
     # ---- structure factors -------------------------------------------------------------------------
     grid = None
@@ -571,16 +704,24 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
 
     # ---- sources -----------------------------------------------------------------------------------
     if st.sourcefile is not None:
-        table = io.read_sourcefile(os.path.join(cwd, st.sourcefile))
+        table, rows = io.sourcefile.read_sources(os.path.join(cwd, st.sourcefile))
+        if len(table) > resources.MAX_SETUP_COUNT:
+            raise resources.ResourceError(f"{st.sourcefile}: {len(table)} sources is more than the limit of "
+                                          f"{resources.MAX_SETUP_COUNT:.0e}")
         for col in range(3):
             table[:, col] = np.where(np.isnan(table[:, col]), -beam_mod.SOURCE_DISTANCE * beam_v[col],
                                      table[:, col])
         table[:, 4] = np.where(np.isnan(table[:, 4]), st.lambda0, table[:, 4])
-        if np.any(table[:, 4] <= 0):
-            raise InputError(f"{st.sourcefile}: source wavelengths must be positive")
-        if np.any(np.linalg.norm(table[:, :3], axis=1) == 0):
-            raise InputError(f"{st.sourcefile}: a source sits at the sample position (0 0 0)")
-        source_dirs = geometry.unitize(table[:, :3])
+        bad = np.flatnonzero(~(table[:, 4] > 0))
+        if bad.size:
+            raise InputError(f"{st.sourcefile}: line {rows[bad[0]]}: the source wavelength must be positive, "
+                             f"got {table[bad[0], 4]:g} m")
+        scale = np.max(np.abs(table[:, :3]), axis=1)
+        bad = np.flatnonzero(scale == 0)
+        if bad.size:
+            raise InputError(f"{st.sourcefile}: line {rows[bad[0]]}: the source sits at the sample position "
+                             f"(0 0 0)")
+        source_dirs = _unit(table[:, :3])
         source_lambda = table[:, 4].copy()
         n_div = 0
     else:
@@ -590,9 +731,12 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
                                                            dispersion, dispstep, dispsteps)
         n_div = len(div)
     if len(source_lambda) == 0:
-        raise InputError("no beam sources: the divergence settings leave no source")
+        raise InputError("-divergence/-hdivrange/-vdivrange/-divsteps: the divergence settings leave no "
+                         "beam source")
     if np.any(source_lambda <= 0):
         raise InputError("-lambda/-energy/-dispersion: wavelengths must be positive")
+    resources.check_sample_counts(oversample, phisteps, domains, len(source_lambda), thicksteps,
+                                  names=resources.CLI_NAMES)
 
     umats = rng.mosaic_umats(spread, domains, st.mosaic_seed)
 
@@ -631,6 +775,11 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         pix0=arr(st.pix0) if st.pix0 is not None else None,
         mask=arr(mask_data != 0) if mask_data is not None else None)
 
+    try:
+        validate(cfg, params)
+    except PhysicsError as e:      # name the flags behind the parameter
+        raise InputError(f"{_PARAM_FLAGS.get(e.param, e.param)}: {e.detail} ({e.param})") from e
+
     spot = det_mod.beam_spot(frame, beam_v)
     info = dict(
         convention=conv, pivot=pivot, fpixels=fpixels, spixels=spixels, pixel=px,
@@ -644,7 +793,7 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         odet=np.asarray(frame["odet"]), beam=beam_v, spindle=spindle, polar_vector=polar_v,
         lambda0=st.lambda0, phi0=phi0, osc=osc, phistep=phistep, phisteps=phisteps, twotheta=st.twotheta,
         Ncells=(Na, Nb, Nc), lattice=np.asarray(lattice), oversample=oversample, recommended=recommended,
-        mosaic_spread=spread, mosaic_domains=domains, sources=len(source_lambda), divsteps=n_div,
+        mosaic_spread=spread, mosaic_domains=domains, mosaic_seed=st.mosaic_seed, sources=len(source_lambda), divsteps=n_div,
         thick=thick, thicksteps=thicksteps, mu=mu, fluence=st.fluence, misset_random=misset_info,
         hkl=st.hkl, fdump_used=fdump_used, hkl_count=grid.count if grid is not None else 0,
         default_F=st.default_F, shape=st.shape, steps=cfg.steps, grid=grid, dumpfile=st.dumpfile,
@@ -652,5 +801,5 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
     options = dict(progress=st.progress, printout=st.printout, printout_pixel=st.printout_pixel,
                    trace_pixel=st.trace_pixel, noise=st.noise, write_pgm=st.write_pgm,
                    intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed,
-                   noise_jax=st.noise_jax)
+                   noise_jax=st.noise_jax, max_memory=st.max_memory)
     return Setup(cfg, params, info, dict(st.outputs), options, warnings)

@@ -5,7 +5,9 @@ Contents:
       ``infinity``, ``nan``; no hexadecimal floats, no digit separators).
     * Strict text loading (UTF-8, optional BOM) with :class:`InputError`
       messages that name the file.
-    * Atomic file replacement used by every writer.
+    * Atomic file replacement used by every writer (:func:`atomic_write`), and
+      its two halves :func:`stage` / :func:`commit` for writing several files
+      all-or-nothing.
 """
 
 from __future__ import annotations
@@ -126,16 +128,15 @@ def text_lines(text: str) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
-def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
-    """Write *chunks* to *path* atomically.
+def stage(path: PathLike, chunks: Iterable[bytes]) -> str:
+    """Write *chunks* to a new, uniquely named temporary file next to *path*.
 
-    The bytes go to a uniquely named temporary file in the destination
-    directory, which is then moved over *path* with :func:`os.replace`, so a
-    reader never sees a half-written file.  The temporary file is created with
-    mode ``0o666`` filtered by the process umask, like a plain ``open``.
+    Returns the temporary file's name; :func:`commit` moves it over *path*,
+    :func:`discard` removes it.  Nothing is left behind when this fails or is
+    interrupted (``KeyboardInterrupt`` included).
 
     Raises:
-        InputError: the destination cannot be written.
+        InputError: the destination directory cannot be written.
     """
     target = os.fspath(path)
     directory, base = os.path.split(target)
@@ -148,12 +149,46 @@ def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)
-        os.replace(tmp, target)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         if isinstance(exc, OSError):
             raise fail(target, f"cannot write file: {exc.strerror or exc}") from exc
         raise
+    return tmp
+
+
+def discard(tmp: str) -> None:
+    """Remove a temporary file made by :func:`stage` (if it is still there)."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def commit(tmp: str, path: PathLike) -> None:
+    """Move the staged file *tmp* over *path* (one atomic rename).
+
+    Raises:
+        InputError: the rename failed (the temporary file is removed).
+    """
+    try:
+        os.replace(tmp, os.fspath(path))
+    except BaseException as exc:
+        discard(tmp)
+        if isinstance(exc, OSError):
+            raise fail(path, f"cannot write file: {exc.strerror or exc}") from exc
+        raise
+
+
+def atomic_write(path: PathLike, chunks: Iterable[bytes]) -> None:
+    """Write *chunks* to *path* atomically.
+
+    The bytes go to a uniquely named temporary file in the destination
+    directory, which is then moved over *path* with :func:`os.replace`, so a
+    reader never sees a half-written file.  The temporary file is created with
+    mode ``0o666`` filtered by the process umask, like a plain ``open``.
+
+    Raises:
+        InputError: the destination cannot be written.
+    """
+    commit(stage(path, chunks), path)

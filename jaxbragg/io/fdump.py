@@ -75,8 +75,8 @@ def read_fdump(path: PathLike) -> HKLGrid:
         is ``nh*nk*nl`` as in the C.
 
     Raises:
-        InputError: unreadable file, malformed header, empty index range, or a
-            data size that does not match the header.
+        InputError: unreadable file, malformed header, empty index range, a
+            data size that does not match the header, or a NaN/inf amplitude.
     """
     raw = read_bytes(path, "Fdump file")
     m = _HEADER_RE.match(raw)
@@ -105,4 +105,11 @@ def read_fdump(path: PathLike) -> HKLGrid:
     full = np.frombuffer(raw, dtype="<f8", count=expected // 8, offset=m.end())
     full = full.reshape(nh + 1, nk + 1, nl + 1)
     F = full[:nh, :nk, :nl].astype(np.float64)
+    bad = np.argwhere(~np.isfinite(F))
+    if bad.size:
+        h, k, l = (int(v) for v in bad[0] + (hmin, kmin, lmin))
+        value = float(F[tuple(bad[0])])
+        raise fail(
+            path, f"Fdump amplitude of reflection {h} {k} {l} is not finite ({value!r})"
+        )
     return HKLGrid(F, hmin, kmin, lmin, hmax, kmax, lmax, nh * nk * nl)

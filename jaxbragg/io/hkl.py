@@ -178,6 +178,7 @@ def read_hkl(path: PathLike, default_F: float = 0.0) -> HKLGrid:
     ks: list[int] = []
     ls: list[int] = []
     fs: list[float] = []
+    rows: list[int] = []
     for lineno, raw in enumerate(text_lines(text), start=1):
         line = raw.strip()
         if not line or line[0] in "#!":
@@ -204,6 +205,7 @@ def read_hkl(path: PathLike, default_F: float = 0.0) -> HKLGrid:
         if not math.isfinite(fv):
             raise fail(path, f"structure factor F is not finite ({fv!r})", lineno)
         fs.append(fv)
+        rows.append(lineno)
     if not hs:
         raise fail(path, "hkl file contains no reflections")
     if not math.isfinite(float(default_F)):
@@ -212,9 +214,14 @@ def read_hkl(path: PathLike, default_F: float = 0.0) -> HKLGrid:
         (max(hs) - min(hs) + 1) * (max(ks) - min(ks) + 1) * (max(ls) - min(ls) + 1)
     )
     if cells > MAX_GRID_CELLS:
+        # name the reflection farthest from the median index: the likely stray line
+        idx = np.array([hs, ks, ls], dtype=np.float64)
+        far = int(np.argmax(np.abs(idx - np.median(idx, axis=1, keepdims=True)).max(axis=0)))
         raise fail(
             path,
             f"index box h {min(hs)}..{max(hs)}, k {min(ks)}..{max(ks)}, "
-            f"l {min(ls)}..{max(ls)} has {cells} cells (limit {MAX_GRID_CELLS})",
+            f"l {min(ls)}..{max(ls)} has {cells} cells (limit {MAX_GRID_CELLS}); "
+            f"the farthest reflection is {hs[far]} {ks[far]} {ls[far]}",
+            rows[far],
         )
     return HKLGrid.from_reflections(hs, ks, ls, fs, default_F)

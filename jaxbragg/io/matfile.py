@@ -60,6 +60,7 @@ def read_mat(path: PathLike) -> np.ndarray:
     text = read_text(path, "matrix file")
     values: list[float] = []
     lineno = 0
+    first_line = None
     for lineno, line in enumerate(text.split("\n"), start=1):
         pos = 0
         while len(values) < 9:
@@ -82,19 +83,27 @@ def read_mat(path: PathLike) -> np.ndarray:
                     lineno,
                 )
             values.append(value)
+            if first_line is None:
+                first_line = lineno
             pos = m.end()
         if len(values) == 9:
             break
     if len(values) < 9:
-        raise fail(path, f"expected 9 numbers for the A matrix, found {len(values)}")
+        raise fail(
+            path,
+            f"expected 9 numbers for the A matrix, found {len(values)} before the end of the file",
+            lineno,
+        )
     printed = np.asarray(values, dtype=np.float64).reshape(3, 3)
     M = np.ascontiguousarray(printed.T)
-    norms = np.linalg.norm(M, axis=1)
-    det = float(np.linalg.det(M))
-    scale = float(np.prod(norms))
+    with np.errstate(all="ignore"):  # huge or tiny values: judged by the test below
+        norms = np.linalg.norm(M, axis=1)
+        det = float(np.linalg.det(M))
+        scale = float(np.prod(norms))
     if scale == 0.0 or not math.isfinite(det) or abs(det) <= _SINGULAR_RATIO * scale:
         raise fail(
             path,
-            f"A matrix is singular (det = {det:g}); a*, b*, c* must be independent",
+            f"A matrix (lines {first_line}-{lineno}) is singular (det = {det:g}); "
+            f"a*, b*, c* must be independent",
         )
     return M

@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxbragg.io._common import PathLike, fail, parse_number, read_text, show, text_lines
 
-__all__ = ["read_sourcefile", "SOURCE_COLUMNS"]
+__all__ = ["read_sourcefile", "read_sources", "SOURCE_COLUMNS"]
 
 #: Column names of the array returned by :func:`read_sourcefile`.
 SOURCE_COLUMNS = ("X", "Y", "Z", "weight", "lambda")
@@ -55,8 +55,15 @@ def read_sourcefile(path: PathLike) -> np.ndarray:
         InputError: unreadable or non-UTF-8 file, no sources, a value that is
             not a number or is infinite (message gives ``line N``).
     """
+    return read_sources(path)[0]
+
+
+def read_sources(path: PathLike) -> tuple[np.ndarray, list[int]]:
+    """Like :func:`read_sourcefile`, also returning the 1-based line number of each row (so that a
+    caller's later checks, e.g. a zero wavelength, can name the line)."""
     text = read_text(path, "source file")
     rows: list[list[float]] = []
+    linenos: list[int] = []
     for lineno, raw in enumerate(text_lines(text), start=1):
         line = raw.strip(_DELIMS + "\r\n\v\f")
         if not line or line.startswith("#"):
@@ -79,6 +86,7 @@ def read_sourcefile(path: PathLike) -> np.ndarray:
                 )
             row[col] = value
         rows.append(row)
+        linenos.append(lineno)
     if not rows:
         raise fail(path, "source file contains no sources")
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5), linenos
