@@ -321,7 +321,8 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     dhkl = [(x - structure_factors.nearest_index(x)).astype(sd) for x in hkl]
     if sd != dtype:
         # mixed precision: hand the float32 loop ready-made reduced indices, so it runs at full
-        # float32 SIMD width instead of at the width of the float64 index arithmetic
+        # float32 SIMD width instead of at the width of the float64 index arithmetic (in float64 the
+        # extra pass costs more than it saves)
         dhkl = _materialise(spix[0] >= 0, dhkl)
     f_latt = lattice.lattice_factor_reduced(dhkl, p.ncells.astype(sd), p.fudge.astype(sd),
                                             recip_A.astype(sd), config.shape)
