@@ -16,9 +16,10 @@ a flag set, the corresponding factor multiplies the running sum after every samp
 A sample whose lattice factor is exactly zero (and there is no water) skips that multiplication, and a
 source beyond ``dmin`` skips its whole phi x mosaic block, as in the reference.
 
-Implementation: :func:`_pixel` is the physics of one pixel written over its sample axes with broadcasting
-(layers, sub-pixels, sources, then the fused phi x mosaic lattice stack); :func:`render` ``vmap`` s it over a
-tile of pixels and ``lax.map`` s over tiles, so memory stays bounded by ``tile x samples``.
+Implementation: :func:`_tile` is the physics of a tile of pixels written over the sample axes with
+broadcasting (layers, sub-pixels, sources, then the fused phi x mosaic lattice stack) and the tile's
+pixels as the trailing axis, so XLA vectorises over pixels; :func:`pixel_values` ``lax.map`` s over tiles,
+so memory stays bounded by ``tile x samples``. See docs/architecture.md and docs/performance.md.
 """
 from __future__ import annotations
 
