@@ -83,9 +83,11 @@ def _sincg_parts(h, n):
     """
     d = h - jnp.round(h)
     u = n * d
-    zero = d == 0.0
+    # d so small that sin(pi d) flushes to zero (float32 near the direct beam) is the d -> 0 limit too
+    den0 = sin_pi(d)
+    zero = (d == 0.0) | (den0 == 0.0)
     num = jnp.where(zero, n, sin_pi(u - jnp.round(u)))
-    den = jnp.where(zero, 1.0, sin_pi(jnp.where(zero, 0.5, d)))
+    den = jnp.where(zero, 1.0, den0)
     return num, den
 
 
@@ -98,9 +100,10 @@ def _sincg_parts_jvp(primals, tangents):
     d = h - jnp.round(h)
     u = n * d
     r = u - jnp.round(u)
-    zero = d == 0.0
+    den0 = sin_pi(d)
+    zero = (d == 0.0) | (den0 == 0.0)
     num = jnp.where(zero, n, sin_pi(r))
-    den = jnp.where(zero, 1.0, sin_pi(jnp.where(zero, 0.5, d)))
+    den = jnp.where(zero, 1.0, den0)
     dnum = jnp.where(zero, dn, jnp.pi * cos_pi(r) * (n * dh + d * dn))
     dden = jnp.where(zero, 0.0, jnp.pi * cos_pi(jnp.where(zero, 0.0, d)) * dh)
     return (num, den), (dnum, dden)
