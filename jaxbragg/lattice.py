@@ -50,14 +50,18 @@ def sinc3(x):
 _SIN_PI = tuple((-1) ** k * math.pi ** (2 * k + 1) / math.factorial(2 * k + 1) for k in range(11))
 
 
+def _even_series(r, coeffs):
+    """``sum_k coeffs[k] r^(2k)`` by Horner's rule in ``r^2``."""
+    s = r * r
+    acc = jnp.full_like(r, coeffs[-1])
+    for c in coeffs[-2::-1]:
+        acc = acc * s + c
+    return acc
+
+
 def sin_pi(r):
     """``sin(pi r)`` for ``|r| <= 1/2`` by a Horner-evaluated odd polynomial (7 terms for float32)."""
-    terms = _SIN_PI if jnp.result_type(r) == jnp.float64 else _SIN_PI[:7]
-    s = r * r
-    acc = jnp.full_like(r, terms[-1])
-    for c in terms[-2::-1]:
-        acc = acc * s + c
-    return r * acc
+    return r * _even_series(r, _SIN_PI if jnp.result_type(r) == jnp.float64 else _SIN_PI[:7])
 
 
 _COS_PI = tuple((-1) ** k * math.pi ** (2 * k) / math.factorial(2 * k) for k in range(11))
@@ -65,12 +69,7 @@ _COS_PI = tuple((-1) ** k * math.pi ** (2 * k) / math.factorial(2 * k) for k in 
 
 def cos_pi(r):
     """``cos(pi r)`` for ``|r| <= 1/2`` by an even polynomial (used by the derivative of :func:`sin_pi`)."""
-    terms = _COS_PI if jnp.result_type(r) == jnp.float64 else _COS_PI[:8]
-    s = r * r
-    acc = jnp.full_like(r, terms[-1])
-    for c in terms[-2::-1]:
-        acc = acc * s + c
-    return acc
+    return _even_series(r, _COS_PI if jnp.result_type(r) == jnp.float64 else _COS_PI[:8])
 
 
 @jax.custom_jvp

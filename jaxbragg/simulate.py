@@ -393,6 +393,16 @@ def _roi_shape(config: SimConfig):
     return max(s1 - s0 + 1, 0), max(f1 - f0 + 1, 0)
 
 
+def _tile_inputs(config: SimConfig, p: Params):
+    """What every tile shares: sample dtype, working-precision params, detector frame, the spec-path
+    lattice stack [1, P*M, 3, 3] and the reciprocal vectors in 1/Angstrom."""
+    sd = _sample_dtype(config, p)
+    p = _working_precision(p)
+    angles, _ = phi_schedule(config, p)
+    return (sd, p, detector_frame(config, p), _lattice_stack(config, p, angles)[None],
+            crystal.reciprocal_from_lattice(p.lattice) * 1e-10)
+
+
 def pixel_values(config: SimConfig, p: Params, start, count: int):
     """Photon counts of ``count`` consecutive pixels of the ROI window (row-major), from ``start``.
 
@@ -400,12 +410,7 @@ def pixel_values(config: SimConfig, p: Params, start, count: int):
     progress, or to bound host memory) with a single compilation. Indices past the end wrap around and
     their values are meaningless; masking and the carry-over fix-up are applied by :func:`finish_image`.
     """
-    sd = _sample_dtype(config, p)
-    p = _working_precision(p)
-    frame = detector_frame(config, p)
-    angles, _ = phi_schedule(config, p)
-    lat_stack = _lattice_stack(config, p, angles)[None]
-    recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
+    sd, p, frame, lat_stack, recip_A = _tile_inputs(config, p)
     f0, _, s0, _ = config.roi_box()
     ns, nf = _roi_shape(config)
     n_pix = ns * nf
@@ -453,12 +458,7 @@ def render_pixels(config: SimConfig, p: Params, spix, fpix):
     spix = jnp.asarray(spix, jnp.int32).reshape(-1)
     fpix = jnp.asarray(fpix, jnp.int32).reshape(-1)
     n = spix.shape[0]
-    sd = _sample_dtype(config, p)
-    p = _working_precision(p)
-    frame = detector_frame(config, p)
-    angles, _ = phi_schedule(config, p)
-    lat_stack = _lattice_stack(config, p, angles)[None]
-    recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
+    sd, p, frame, lat_stack, recip_A = _tile_inputs(config, p)
     tile = _choose_tile(config, n)
     n_tiles = -(-n // tile)
     pad = n_tiles * tile - n
