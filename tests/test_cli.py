@@ -14,24 +14,13 @@ import numpy as np
 import pytest
 
 from jaxbragg.cli import main
+from helpers import run_cli
 
 # a tiny, fast crystal + detector; every valid run below starts from it
 BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5",
         "-detpixels", "8", "-seed", "7"]
 NPIX = 8 * 8
 DEFAULT_FILES = {"floatimage.bin", "intimage.img", "image.pgm", "noiseimage.img"}
-
-
-@pytest.fixture
-def cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run_cli(argv, capsys):
-    rc = main(list(argv))
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def listing(path):

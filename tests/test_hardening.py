@@ -36,12 +36,6 @@ BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", 
 MEMORY = 8 * 10 ** 9
 
 
-@pytest.fixture
-def cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def smv(n=4, extra=""):
     head = (f"{{\nHEADER_BYTES=512;\nDIM=2;\nBYTE_ORDER=little_endian;\nTYPE=unsigned_short;\nSIZE1={n};\n"
             f"SIZE2={n};\nPIXEL_SIZE=0.1;\nDISTANCE=100;\n{extra}}}\f")

@@ -19,20 +19,10 @@ from jaxbragg.cli import Progress, main, run
 from jaxbragg.cli import outputs as outmod
 from jaxbragg.io.png import PNG_SIGNATURE, png_bytes, write_png
 
+from helpers import run_cli
+
 GOLDEN = Path(__file__).parent / "golden"
 BASE = ["-cell", "50", "50", "50", "90", "90", "90", "-default_F", "100", "-N", "5", "-seed", "7"]
-
-
-@pytest.fixture
-def cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run_cli(argv, capsys):
-    rc = main(list(argv))
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,12 +22,6 @@ FLAGS = ["-cell", "50", "60", "70", "90", "90", "90", "-default_F", "100", "-N",
 ROT = ["rotation", "--frames", "4", "--start-phi", "-1.5", "--osc", "0.5", "--prefix", "rot"]
 
 
-@pytest.fixture
-def cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run(argv, capsys):
     rc = series.main(list(argv))
     cap = capsys.readouterr()
