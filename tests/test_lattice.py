@@ -70,3 +70,14 @@ def test_square_gradient_matches_finite_difference():
     h, eps = 0.37, 1e-6
     fd = (float(f(h + eps)) - float(f(h - eps))) / (2 * eps)
     assert float(jax.grad(f)(h)) == pytest.approx(fd, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_square_peak_near_direct_beam_is_finite_under_jit(dtype):
+    # indices of ~1e-15 (the direct-beam pixel): the three sin(pi d) multiply to ~1e-44, a float32
+    # subnormal that XLA:CPU flushes to zero; the peak must still be Na Nb Nc, not 0 / 0
+    d = jnp.full((64,), 2.5e-15, dtype)
+    f = jax.jit(lambda x: lattice.lattice_factor_reduced([x, -x, x], jnp.array([5.0, 6.0, 7.0], dtype),
+                                                         jnp.asarray(1.0, dtype), jnp.eye(3, dtype=dtype),
+                                                         "square"))
+    np.testing.assert_allclose(np.asarray(f(d)), 210.0, rtol=1e-6)

@@ -137,3 +137,18 @@ def test_carryover_with_interpolation(tmp_path):
     b = np.asarray(simulate(carried.config, carried.params))
     # carry-over changes every pixel's phi-step-0 lattice except the first pixel's first group
     assert np.all(np.isfinite(b)) and not np.allclose(a, b)
+
+
+def test_gradient_finite_on_the_direct_beam():
+    # a pixel centre exactly on the beam centre: the diffracted ray equals the incident one there
+    # (2 theta = 0, q = 0); the polarization factor and lattice factor must keep the gradient finite
+    s = setup_from("-cell 50 50 50 90 90 90 -default_F 100 -N 3 -lambda 1 -distance 50 -detpixels 9 "
+                   "-pixel 0.1 -oversample 1 -polar 0.8")
+    p = s.params.replace(beam_center=jnp.asarray([0.45e-3, 0.45e-3]))
+    loss = jax.jit(jax.grad(lambda q: jnp.sum(render(s.config, q)), allow_int=True))
+    g = loss(p)
+    for name in ("beam_center", "distance", "lattice", "source_lambda", "detector_rotations"):
+        leaf = np.asarray(getattr(g, name))
+        assert np.all(np.isfinite(leaf)), name
+    img = np.asarray(simulate(s.config, p))
+    assert np.all(np.isfinite(img)) and img[4, 4] > 0
