@@ -22,7 +22,6 @@ the fluence / water-background set-up.
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from . import geometry
@@ -43,11 +42,12 @@ def polarization_factor(kahn, incident, diffracted, axis):
     ``atan2(0, 0)`` whose derivative is NaN on the direct beam.
     """
     cos2t = geometry.dot(incident, diffracted)
-    b_in = geometry.unitize(jnp.cross(axis, incident))
-    e_in = geometry.unitize(jnp.cross(incident, b_in))
+    b_in = geometry.unitize(geometry.cross(axis, incident))
+    e_in = geometry.unitize(geometry.cross(incident, b_in))
     x = geometry.dot(diffracted, e_in)
     y = geometry.dot(diffracted, b_in)
-    return 0.5 * (1.0 + cos2t * cos2t - kahn * (x * x - y * y))
+    mul = geometry.mul
+    return 0.5 * (1.0 + mul(cos2t, cos2t) - mul(kahn, mul(x, x) - mul(y, y)))
 
 
 def water_background(fluence, water_size):

@@ -99,8 +99,9 @@ def pixel_position(frame, f_coord, s_coord, depth, curved, beam):
     reference does it: the beam-axis point is rotated about ``sdet`` by ``y / distance`` and then about
     ``fdet`` by ``z / distance``, where ``y, z`` are the lab components of the flat position.
     """
-    pos = (f_coord[..., None] * frame["fdet"] + s_coord[..., None] * frame["sdet"]
-           + depth[..., None] * frame["odet"] + frame["pix0"])
+    mul = geometry.mul
+    pos = (mul(f_coord[..., None], frame["fdet"]) + mul(s_coord[..., None], frame["sdet"])
+           + mul(depth[..., None], frame["odet"]) + frame["pix0"])
     if not curved:
         return pos
     d = frame["distance"]

@@ -89,16 +89,46 @@ def rotate_axis(v, axis, angle):
     axis = xp.asarray(axis)
     c, s = xp.cos(angle), xp.sin(angle)
     along = dot(axis, v)[..., None] * (1.0 - c)
-    return axis * along + v * c + xp.cross(axis, v) * s
+    return mul(axis, along) + mul(v, c) + mul(cross(axis, v), s)
+
+
+def mul(a, b):
+    """``a * b`` rounded on its own, never merged with a neighbouring addition into a fused multiply-add.
+
+    XLA:CPU lets LLVM contract ``x * y + z`` into an FMA (one rounding instead of two) wherever the
+    multiply and the add land in the same kernel, and which kernel they land in depends on how many
+    pixels are rendered together. Adding ``a * 0`` pins the rounding: whichever of the two products LLVM
+    contracts, the sum is ``round(a * b)`` exactly (finite ``a``). Used for the per-pixel geometry, so an
+    image does not depend in its last bit on the tile size; it also matches the reference C, which is
+    compiled without FMA.
+    """
+    return a * b + a * 0.0
+
+
+def rounded(x):
+    """``x`` unchanged, but a product or quotient that produced it can no longer be merged into a
+    following addition as a fused multiply-add (XLA rewrites ``a / b`` as ``a * (1 / b)``); see :func:`mul`."""
+    return x + x * 0.0
 
 
 def dot(a, b):
-    """Dot product over the last axis (length 3), summed in a fixed order ``x + y + z``.
+    """Dot product over the last axis (length 3), summed in a fixed order ``x + y + z`` of products
+    rounded on their own (:func:`mul`).
 
     Written out rather than ``sum(a * b, -1)``: XLA may reduce a short axis in a shape-dependent order,
     which would make results depend (in the last bit) on how many pixels are rendered together.
     """
-    return a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1] + a[..., 2] * b[..., 2]
+    return mul(a[..., 0], b[..., 0]) + mul(a[..., 1], b[..., 1]) + mul(a[..., 2], b[..., 2])
+
+
+def cross(a, b):
+    """Cross product over the last axis, products rounded on their own (:func:`mul`)."""
+    xp = _xp(a, b)
+    a, b = xp.asarray(a), xp.asarray(b)
+    a, b = xp.broadcast_arrays(a, b)
+    return xp.stack([mul(a[..., 1], b[..., 2]) - mul(a[..., 2], b[..., 1]),
+                     mul(a[..., 2], b[..., 0]) - mul(a[..., 0], b[..., 2]),
+                     mul(a[..., 0], b[..., 1]) - mul(a[..., 1], b[..., 0])], axis=-1)
 
 
 def norm(v):

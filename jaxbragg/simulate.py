@@ -270,12 +270,18 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     """
     dtype = p.pixel_size.dtype
     sd = dtype if sample_dtype is None else sample_dtype
+    # always true, but not a compile-time constant (a one-tile image has constant indices)
+    live = jnp.min(spix) >= 0
+    # the per-image quantities enter as finished values in every context: left to itself XLA recomputes
+    # them inside the per-pixel kernels of a one-tile image but hoists them out of the tile loop, and the
+    # two kernels round differently (FMA contraction); see geometry.mul
+    frame, lat_stacks, recip_A = _materialise(live, (frame, lat_stacks, recip_A))
     nl, o = config.thicksteps, config.oversample
     n_t = spix.shape[0]
     sub = p.pixel_size / o
     sub_idx = jnp.arange(o, dtype=dtype)[:, None]
-    f_coord = sub * (fpix[None, :] * o + sub_idx) + sub / 2.0            # [O, T]
-    s_coord = sub * (spix[None, :] * o + sub_idx) + sub / 2.0            # [O, T]
+    f_coord = geometry.mul(sub, fpix[None, :] * o + sub_idx) + sub / 2.0  # [O, T]
+    s_coord = geometry.mul(sub, spix[None, :] * o + sub_idx) + sub / 2.0  # [O, T]
     layers = jnp.arange(nl, dtype=dtype)[:, None, None, None]
     shape4 = (nl, o, o, n_t)
     pos = detector.pixel_position(
@@ -283,7 +289,7 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
         jnp.broadcast_to(s_coord[None, :, None, :], shape4),
         jnp.broadcast_to(layers * p.thickstep, shape4), config.curved, p.beam)   # [L, O, O, T, 3]
     airpath = geometry.norm(pos)
-    diffracted = pos / airpath[..., None]
+    diffracted = geometry.rounded(pos / airpath[..., None])
     omega = detector.solid_angle(airpath, frame["close_distance"], p.pixel_size, config.point_pixel)
     if config.thick_sensor:
         capture = detector.capture_fraction(diffracted, frame["odet"], layers, p.thickstep, p.mu)
@@ -305,7 +311,7 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     # materialise the per-(sub-pixel, source) quantities: without the barrier XLA fuses their sqrt and
     # divisions into the sample loop and recomputes them for every phi x mosaic sample
     qc, valid, lat_stacks, recip_A = _materialise(
-        spix[0] >= 0, ([q[..., c] for c in range(3)], valid, lat_stacks, recip_A))  # qc: 3 x [L, O, O, S, T]
+        live, ([q[..., c] for c in range(3)], valid, lat_stacks, recip_A))  # qc: 3 x [L, O, O, S, T]
     qc = [x[..., None, None, :] for x in qc]                              # [L, O, O, S, 1, 1, T]
     lat = lat_stacks[..., None]                                           # [V, PM, 3, 3, 1]
     hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
@@ -324,13 +330,13 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
         # mixed precision: hand the float32 loop ready-made reduced indices, so it runs at full
         # float32 SIMD width instead of at the width of the float64 index arithmetic (in float64 the
         # extra pass costs more than it saves)
-        dhkl = _materialise(spix[0] >= 0, dhkl)
+        dhkl = _materialise(live, dhkl)
     f_latt = lattice.lattice_factor_reduced(dhkl, p.ncells.astype(sd), p.fudge.astype(sd),
                                             recip_A.astype(sd), config.shape)
     valid_s = valid[..., None, :]                                         # [L, O, O, S, 1, T]
     # samples the reference never reaches the F lookup for: beyond dmin, or zero F_latt without water
     reached = valid_s if config.water else valid_s & (f_latt != 0.0)
-    i_bg = beam_mod.water_background(p.fluence, p.water_size)
+    i_bg = geometry.rounded(beam_mod.water_background(p.fluence, p.water_size))
     running = config.oversample_thick or config.oversample_polar or config.oversample_omega
     if running:
         factor = jnp.ones(valid.shape, dtype)
@@ -356,7 +362,8 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     def value(f_cell):
         term = jnp.where(valid_s, (f_cell.astype(sd) * f_latt) ** 2, 0.0).reshape(-1, n_t)
         if running:
-            return (scale * (_tree_sum(term.astype(dtype) * tail) + i_bg * tail[0])).astype(sd)
+            mul = geometry.mul
+            return (scale * (_tree_sum(mul(term.astype(dtype), tail)) + mul(i_bg, tail[0]))).astype(sd)
         return (scale * (i_bg + _tree_sum(term))).astype(sd)
 
     near = structure_factors.lookup_nearest(hkl, p.F_grid, config.hkl_min, p.default_F)
@@ -501,7 +508,13 @@ def _interpolation_fallback(config, p, values, box):
 def render(config: SimConfig, p: Params):
     """Render the image [spixels, fpixels] (photons per pixel). Un-jitted; see :func:`simulate`."""
     ns, nf = _roi_shape(config)
-    values = pixel_values(config, p, 0, ns * nf) if ns * nf else jnp.zeros((0,), p.pixel_size.dtype)
+    if not ns * nf:
+        return finish_image(config, p, jnp.zeros((0,), p.pixel_size.dtype))
+    values = pixel_values(config, p, 0, ns * nf)
+    # a one-tile image has no tile loop, and XLA would fuse its last per-pixel steps into the image
+    # assembly, rounding differently from the same pixels in a tile loop (see geometry.mul)
+    lowest = jnp.min(jax.tree_util.tree_leaves(values)[0])
+    values = _materialise(~(lowest < -jnp.inf), values)     # always true, whatever the values (NaN too)
     return finish_image(config, p, values)
 
 
