@@ -1,6 +1,5 @@
 """``python -m jaxbragg`` runs the command line."""
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    entry()

@@ -316,3 +316,31 @@ def test_hkl_run_writes_the_reference_fdump_and_a_later_run_reuses_it(tmp_path, 
     assert run(without_hkl + ["-floatfile", "second.bin", "-nonoise"], out=out) == 0
     assert "cache" in out.getvalue()
     assert (tmp_path / "first.bin").read_bytes() == (tmp_path / "second.bin").read_bytes()
+
+
+def test_compiled_stages_are_reused_across_processes(tmp_path):
+    """A second process loads the stages the first one compiled (jaxbragg.cli.stages) and writes the same
+    bytes; a damaged stage file is ignored and replaced; JAXBRAGG_CACHE_DIR=off uses no cache at all."""
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "jaxbragg"] + BASE + ["-nopgm", "-nonoise"]
+
+    def run_in(name, cache_dir):
+        d = tmp_path / name
+        d.mkdir()
+        env = dict(_env(), JAXBRAGG_CACHE_DIR=str(cache_dir))
+        p = subprocess.run(argv + ["-floatfile", "f.bin"], cwd=d, capture_output=True, text=True, env=env,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr
+        return (d / "f.bin").read_bytes()
+
+    first = run_in("a", cache)
+    stages = sorted((cache / "traced").glob("*.xla"))
+    assert [s.name.split("-")[0] for s in stages] == ["finish", "values"]
+    stamps = [s.stat().st_mtime_ns for s in stages]
+    assert run_in("b", cache) == first
+    assert [s.stat().st_mtime_ns for s in stages] == stamps        # loaded, not rewritten
+    stages[1].write_bytes(b"not an executable")
+    assert run_in("c", cache) == first
+    assert stages[1].read_bytes() != b"not an executable"           # compiled again and replaced
+    assert run_in("d", "off") == first
+    assert not (tmp_path / "off").exists() and not (tmp_path / "d" / "off").exists()

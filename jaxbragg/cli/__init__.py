@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import flags as flags_mod
+from . import stages
 from .resolve import resolve
 
 RTD = 57.29577951308232
@@ -230,17 +231,23 @@ class Progress:
             self.drawn = False
 
 
-_JITTED = {}
+def _values_stage(cfg, count, tree):
+    from ..simulate import pixel_values
+    params, start = tree
+    return pixel_values(cfg, params, start, count)
 
 
-def _jitted():
-    """The two compiled stages of a render, made once (so repeated runs in one process share the cache)."""
-    if not _JITTED:
-        import jax
-        from ..simulate import finish_image, pixel_values
-        _JITTED["values"] = jax.jit(pixel_values, static_argnums=(0, 3))
-        _JITTED["finish"] = jax.jit(finish_image, static_argnums=0)
-    return _JITTED["values"], _JITTED["finish"]
+def _finish_stage(cfg, tree):
+    from ..simulate import finish_image
+    params, values = tree
+    return finish_image(cfg, params, values)
+
+
+def _stage(name, fn, static, tree):
+    """Run a compiled stage (see :mod:`jaxbragg.cli.stages`)."""
+    import jax
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return stages.call(name, fn, static, treedef, leaves)
 
 
 def _render(setup, progress: bool, stream=None):
@@ -264,13 +271,13 @@ def _render(setup, progress: bool, stream=None):
     work = n_pix * cfg.samples_per_pixel
     chunked = work >= PROGRESS_MIN_WORK and n_pix >= 64
     chunk = -(-n_pix // PROGRESS_CHUNKS) if chunked else n_pix
-    values_fn, finish_fn = _jitted()
     bar = Progress(sys.stderr if stream is None else stream, n_pix) if progress and chunked else None
     parts = []
     try:
         for start in range(0, n_pix, chunk):
             # with interpolation a chunk is a tuple (tricubic, nearest, first bad sample)
-            parts.append(jax.tree_util.tree_map(np.asarray, values_fn(cfg, params, start, chunk)))
+            parts.append(jax.tree_util.tree_map(np.asarray,
+                                                _stage("values", _values_stage, (cfg, chunk), (params, start))))
             if bar is not None:
                 bar.update(min(start + chunk, n_pix))
             _checkpoint()
@@ -278,7 +285,7 @@ def _render(setup, progress: bool, stream=None):
         if bar is not None:
             bar.close()
     values = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)[:n_pix]), *parts)
-    return np.asarray(finish_fn(cfg, params, values))
+    return np.asarray(_stage("finish", _finish_stage, (cfg,), (params, values)))
 
 
 class _Deferred:
@@ -409,6 +416,7 @@ def _enable_compilation_cache(jax) -> None:
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        stages.set_export_dir(os.path.join(path, "traced"))
     except (OSError, AttributeError):   # an unwritable cache location only costs speed
         pass
 
@@ -531,6 +539,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"jaxbragg: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def entry() -> None:  # pragma: no cover - exercised by the installed ``jaxbragg`` command
+    """Console entry point: :func:`main`, then a prompt exit.
+
+    Every output file is complete and closed when :func:`main` returns; we flush the standard streams and
+    end the process with ``os._exit``, skipping the interpreter's teardown of JAX's runtime (about 0.15 s
+    of a 1.5 s warm run).
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _one_line(e: BaseException) -> str:
