@@ -607,6 +607,9 @@ class _BufferedRan1:
             self.buf, self.pos = [], 0
 
 
+_NOISE_BLOCK = 1 << 16
+
+
 def poisson_noise(
     image,
     seed: Optional[int],
@@ -646,73 +649,81 @@ def poisson_noise(
 
     img = np.asarray(image)
     shape = img.shape
-    vals = img.astype(np.float32).ravel().astype(np.float64).tolist()
-    n = len(vals)
+    flat = img.astype(np.float32).ravel()
+    n = flat.size
     if active is None:
-        act = None
+        act_flat = None
     else:
-        act = np.asarray(active, dtype=bool).ravel().tolist()
-        if len(act) != n:
+        act_flat = np.asarray(active, dtype=bool).ravel()
+        if act_flat.size != n:
             raise ValueError("active mask size does not match image")
 
     stream = _BufferedRan1(rng)
-    res = [0.0] * n
+    out = np.zeros(n, dtype=np.float32)
     f32 = _f32
     tol = 2.0 ** -22  # >= 4x the float32 rounding drift per multiplication
     oldm, g = rng.oldm, rng.g
     buf, pos, nbuf = stream.buf, stream.pos, len(stream.buf)
 
-    for i in range(n):
-        if act is not None and not act[i]:
-            continue
-        xm = vals[i]
-        if xm < 12.0:
-            if xm != oldm:
-                oldm = xm
-                g = f32(_exp(-xm))
-            t = 1.0
-            k = 0
-            used = []
-            while True:
-                if pos >= nbuf:
-                    stream.pos = pos
-                    stream.refill()
-                    buf, pos, nbuf = stream.buf, 0, len(stream.buf)
-                u = buf[pos]
-                pos += 1
-                k += 1
-                t *= u
-                if t > g * (1.0 + k * tol):
-                    used.append(u)
-                    continue
-                if t <= g * (1.0 - k * tol):
-                    break
-                # too close to call: replay this pixel in exact float32 steps
-                used.append(u)
-                tt = 1.0
-                for v in used:
-                    tt = f32(tt * v)
-                while tt > g:
+    # Python lists are fast to index but cost ~60 bytes a pixel: walk the image in blocks so a large
+    # detector's noise stays within a few tens of MB
+    for start in range(0, n, _NOISE_BLOCK):
+        stop = min(start + _NOISE_BLOCK, n)
+        vals = flat[start:stop].astype(np.float64).tolist()
+        act = None if act_flat is None else act_flat[start:stop].tolist()
+        res = [0.0] * (stop - start)
+        for i in range(stop - start):
+            if act is not None and not act[i]:
+                continue
+            xm = vals[i]
+            if xm < 12.0:
+                if xm != oldm:
+                    oldm = xm
+                    g = f32(_exp(-xm))
+                t = 1.0
+                k = 0
+                used = []
+                while True:
                     if pos >= nbuf:
                         stream.pos = pos
                         stream.refill()
                         buf, pos, nbuf = stream.buf, 0, len(stream.buf)
-                    tt = f32(tt * buf[pos])
+                    u = buf[pos]
                     pos += 1
                     k += 1
-                break
-            res[i] = k - 1.0
-        else:
-            stream.pos = pos
-            rng.oldm, rng.g = oldm, g
-            res[i] = _poidev(rng, xm, stream)
-            oldm, g = rng.oldm, rng.g
-            buf, pos, nbuf = stream.buf, stream.pos, len(stream.buf)
+                    t *= u
+                    if t > g * (1.0 + k * tol):
+                        used.append(u)
+                        continue
+                    if t <= g * (1.0 - k * tol):
+                        break
+                    # too close to call: replay this pixel in exact float32 steps
+                    used.append(u)
+                    tt = 1.0
+                    for v in used:
+                        tt = f32(tt * v)
+                    while tt > g:
+                        if pos >= nbuf:
+                            stream.pos = pos
+                            stream.refill()
+                            buf, pos, nbuf = stream.buf, 0, len(stream.buf)
+                        tt = f32(tt * buf[pos])
+                        pos += 1
+                        k += 1
+                    break
+                res[i] = k - 1.0
+            else:
+                stream.pos = pos
+                rng.oldm, rng.g = oldm, g
+                res[i] = _poidev(rng, xm, stream)
+                oldm, g = rng.oldm, rng.g
+                buf, pos, nbuf = stream.buf, stream.pos, len(stream.buf)
+        out[start:stop] = res
 
     stream.pos = pos
     stream.finish()
     rng.oldm, rng.g = oldm, g
-    return np.asarray(res, dtype=np.float32).reshape(shape)
+    return out.reshape(shape)
 
 
 def mosaic_axes_angles(

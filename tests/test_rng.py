@@ -246,3 +246,15 @@ def test_golden_noisefile_seed():
     dev = R.poisson_noise(img, seed)
     test = np.minimum(dev.astype(np.float64) + 40.0, 65535.0)  # default adc 40
     np.testing.assert_array_equal(test.astype(np.uint16), ref)
+
+
+def test_poisson_noise_blocks_do_not_change_the_stream(monkeypatch):
+    # the host loop walks the image in blocks (memory); the stream must run on across block edges,
+    # through all three branches of poidev (means below 12, Lorentzian rejection, Gaussian above 1e6)
+    rs = np.random.default_rng(5)
+    image = rs.choice([0.0, 0.3, 5.0, 11.9, 40.0, 3e6], size=(23, 29)) * rs.uniform(0.5, 1.0, (23, 29))
+    active = rs.uniform(size=image.shape) > 0.2
+    whole = R.poisson_noise(image, -7, active=active)
+    monkeypatch.setattr(R, "_NOISE_BLOCK", 10)
+    np.testing.assert_array_equal(R.poisson_noise(image, -7, active=active), whole)
+    assert np.count_nonzero(whole) > 100
