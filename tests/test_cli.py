@@ -334,7 +334,7 @@ def test_compiled_stages_are_reused_across_processes(tmp_path):
         return (d / "f.bin").read_bytes()
 
     first = run_in("a", cache)
-    stages = sorted((cache / "traced").glob("*.xla"))
+    stages = sorted((cache / "stages").glob("*.xla"))
     assert [s.name.split("-")[0] for s in stages] == ["finish", "values"]
     stamps = [s.stat().st_mtime_ns for s in stages]
     assert run_in("b", cache) == first

@@ -410,15 +410,16 @@ def _enable_compilation_cache(jax) -> None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = os.path.join(base, "jaxbragg", "xla")
     if not path or path.lower() == "off":
+        stages.set_stage_dir(None)
         return
     try:
         os.makedirs(path, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-        stages.set_export_dir(os.path.join(path, "traced"))
+        stages.set_stage_dir(os.path.join(path, "stages"))
     except (OSError, AttributeError):   # an unwritable cache location only costs speed
-        pass
+        stages.set_stage_dir(None)
 
 
 def _run(argv, out, err) -> int:

@@ -8,24 +8,27 @@ the static ``SimConfig`` and chunk size, the structure, shapes and dtypes of the
 jaxlib versions, a digest of this package's source and the processor (an executable holds machine code
 for the CPU it was compiled on). A later run with the same key loads it instead of tracing, lowering
 and looking up the cache (tens of milliseconds instead of hundreds). Any failure to read or write the
-file only costs that speed.
+file only costs that speed. The files are pickles (as JAX's own executable serialization is), so the
+cache directory must be as trusted as the user's home.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Optional
 
-_EXPORT_DIR: Optional[str] = None
-_LOADED = {}
+_STAGE_DIR: Optional[str] = None
+_LOADED: "OrderedDict[str, object]" = OrderedDict()     # executables loaded in this process, newest last
+_KEEP = 8
 
 
-def set_export_dir(path: Optional[str]) -> None:
-    """Where serialized stages live (``None``: compile in the usual way every time)."""
-    global _EXPORT_DIR
-    _EXPORT_DIR = path
+def set_stage_dir(path: Optional[str]) -> None:
+    """Where compiled stages live (``None``: compile in the usual way every time)."""
+    global _STAGE_DIR
+    _STAGE_DIR = path
 
 
 @functools.lru_cache(maxsize=1)
@@ -82,11 +85,11 @@ def call(name, fn, static, treedef, leaves):
     from jax.experimental import serialize_executable as se
     leaves = [np.asarray(x) for x in leaves]
     flat = _jitted(fn, static, treedef)
-    if _EXPORT_DIR is None:
+    if _STAGE_DIR is None:
         return flat(*leaves)
     key = _key(name, static, treedef, leaves)
     compiled = _LOADED.get(key)
-    path = os.path.join(_EXPORT_DIR, f"{name}-{key}.xla")
+    path = os.path.join(_STAGE_DIR, f"{name}-{key}.xla")
     if compiled is None:
         try:
             compiled = se.deserialize_and_load(*pickle.loads(Path(path).read_bytes()))
@@ -94,12 +97,18 @@ def call(name, fn, static, treedef, leaves):
             compiled = None
     if compiled is None:
         compiled = flat.lower(*leaves).compile()
+        tmp = f"{path}.{os.getpid()}.tmp"
         try:
-            os.makedirs(_EXPORT_DIR, exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp"
+            os.makedirs(_STAGE_DIR, exist_ok=True)
             Path(tmp).write_bytes(pickle.dumps(se.serialize(compiled)))
             os.replace(tmp, path)
-        except Exception:
-            pass
+        except Exception:         # unwritable or full: this run is unaffected
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
     _LOADED[key] = compiled
+    _LOADED.move_to_end(key)
+    while len(_LOADED) > _KEEP:           # a long-lived process (tests, notebooks) keeps only a few
+        _LOADED.popitem(last=False)
     return compiled(*leaves)
