@@ -295,6 +295,9 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
         jnp.broadcast_to(layers * p.thickstep, shape4), config.curved, p.beam)   # [L, O, O, T, 3]
     airpath = geometry.norm(pos)
     diffracted = geometry.rounded(pos / airpath[..., None])
+    # computed once: XLA:CPU does not share a producer between sibling kernels, and each of q's
+    # components, the dmin test, polarization and solid angle would recompute the square root
+    airpath, diffracted = _materialise(live, (airpath, diffracted))
     omega = detector.solid_angle(airpath, frame["close_distance"], p.pixel_size, config.point_pixel)
     if config.thick_sensor:
         capture = detector.capture_fraction(diffracted, frame["odet"], layers, p.thickstep, p.mu)
@@ -304,8 +307,13 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     incident = -p.source_dirs[:, None, :]                                 # [S, 1, 3]
     d5 = diffracted[:, :, :, None, :, :]                                  # [L, O, O, 1, T, 3]
     q = (d5 - incident) / p.source_lambda[:, None, None]                  # [L, O, O, S, T, 3]
-    stol = 0.5 * geometry.norm(q)
-    valid = ~((p.dmin > 0.0) & (stol > 0.0) & (p.dmin > 0.5 / jnp.where(stol > 0, stol, 1.0)))
+
+    def beyond_dmin(q):
+        stol = 0.5 * geometry.norm(q)
+        return ~((stol > 0.0) & (p.dmin > 0.5 / jnp.where(stol > 0, stol, 1.0)))
+
+    # without a dmin cut (the usual case) skip the test's square root and division altogether
+    valid = jax.lax.cond(p.dmin > 0.0, beyond_dmin, lambda q: jnp.ones(q.shape[:-1], bool), q)
     if config.polarization:
         polar = beam_mod.polarization_factor(p.kahn, incident, d5, p.polar_vector)
     else:
