@@ -344,3 +344,21 @@ def test_compiled_stages_are_reused_across_processes(tmp_path):
     assert stages[1].read_bytes() != b"not an executable"           # compiled again and replaced
     assert run_in("d", "off") == first
     assert not (tmp_path / "off").exists() and not (tmp_path / "d" / "off").exists()
+
+
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_closed_stdout_pipe(tmp_path, unbuffered):
+    """`jaxbragg ... | head`: when the reader goes away the run stops like the reference killed by SIGPIPE
+    (status 141), with no traceback, no error line and no files, whether Python buffers standard output
+    or not (the summary is flushed before rendering)."""
+    env = _env()
+    env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    p = subprocess.Popen([sys.executable, "-m", "jaxbragg"] + BASE + ["-nopgm", "-floatfile", "f.bin"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    code = p.wait(timeout=300)
+    assert err == ""
+    assert code == 141 and os.listdir(tmp_path) == []

@@ -531,6 +531,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("jaxbragg: interrupted; no output written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our standard output went away (`jaxbragg ... | head`): stop quietly, like the
+        # reference killed by SIGPIPE; nothing has been written
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except MemoryError:
         print("jaxbragg: error: out of memory; use a smaller -tile or detector, or lower -max_memory_gb",
               file=sys.stderr)
@@ -550,9 +555,22 @@ def entry() -> None:  # pragma: no cover - exercised by the installed ``jaxbragg
     of a 1.5 s warm run).
     """
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):     # a closed pipe or stream: nothing more to say
+            pass
     os._exit(code)
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _one_line(e: BaseException) -> str:
