@@ -327,16 +327,6 @@ def test_mmcif_column_override_and_errors(tmp_path):
     assert "no _refln.F_meas_au column" in msg and "F_calc" in msg and "index_h" in msg
 
 
-def test_mmcif_without_amplitudes_is_an_error(tmp_path):
-    path = tmp_path / "ints.cif"
-    path.write_text(
-        "data_x\n_symmetry.space_group_name_H-M 'P 1'\nloop_\n_refln.index_h\n"
-        "_refln.index_k\n_refln.index_l\n_refln.intensity_meas\n1 2 3 40.0\n"
-    )
-    with pytest.raises(InputError, match="no amplitude column.*intensities.*intensity_meas"):
-        read_reflections(path)
-
-
 def test_mmcif_space_group_errors(tmp_path):
     rows = [(1, 2, 3, 4.0)]
     path = tmp_path / "nosg.cif"
@@ -369,17 +359,17 @@ def test_mmcif_esd_and_quoted_numbers(tmp_path):
     assert grid.F[-2 - grid.hmin, -2 - grid.kmin, -3 - grid.lmin] == 7.25
 
 
-def test_mmcif_unmerged_or_coordinates_is_an_error(tmp_path):
-    path = tmp_path / "unmerged.cif"
-    path.write_text(
-        "data_x\n_symmetry.space_group_name_H-M 'P 1'\nloop_\n_diffrn_refln.index_h\n"
-        "_diffrn_refln.index_k\n_diffrn_refln.index_l\n_diffrn_refln.intensity_net\n1 2 3 4\n"
-    )
-    with pytest.raises(InputError, match="unmerged"):
-        read_reflections(path)
-    path = tmp_path / "model.cif"
-    path.write_text("data_1abc\n_cell.length_a 10\n_entry.id 1ABC\n")
-    with pytest.raises(InputError, match="no reflection loop"):
+@pytest.mark.parametrize("text,match", [
+    ("data_x\n_symmetry.space_group_name_H-M 'P 1'\nloop_\n_refln.index_h\n_refln.index_k\n_refln.index_l\n"
+     "_refln.intensity_meas\n1 2 3 40.0\n", "no amplitude column.*intensities.*intensity_meas"),
+    ("data_x\n_symmetry.space_group_name_H-M 'P 1'\nloop_\n_diffrn_refln.index_h\n_diffrn_refln.index_k\n"
+     "_diffrn_refln.index_l\n_diffrn_refln.intensity_net\n1 2 3 4\n", "unmerged"),
+    ("data_1abc\n_cell.length_a 10\n_entry.id 1ABC\n", "no reflection loop"),
+], ids=["intensities-only", "unmerged", "coordinates"])
+def test_mmcif_without_merged_amplitudes_is_an_error(tmp_path, text, match):
+    path = tmp_path / "x.cif"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match):
         read_reflections(path)
 
 
