@@ -498,8 +498,7 @@ def _interpolation_fallback(config, p, values, box):
     nearest-neighbour value, and that pixel itself is re-rendered with the switch at the right sample.
     """
     tri, near, first_bad = values
-    sd = _sample_dtype(config, p)
-    p = _working_precision(p)
+    sd, p, frame, lat_stack, recip_A = _tile_inputs(config, p)
     s0, s1, f0, f1 = box
     n = tri.shape[0]
     bad = first_bad < config.samples_per_pixel
@@ -509,12 +508,9 @@ def _interpolation_fallback(config, p, values, box):
     any_bad = jnp.any(bad)
     idx = jnp.arange(n)
     out = jnp.where(any_bad & (idx > k), near, tri)
-    frame = detector_frame(config, p)
-    angles, _ = phi_schedule(config, p)
     nf = f1 - f0 + 1
-    mixed = _tile(config, p, frame, _lattice_stack(config, p, angles)[None],
-                  crystal.reciprocal_from_lattice(p.lattice) * 1e-10, (s0 + k // nf)[None],
-                  (f0 + k % nf)[None], cutoff=first_bad[k][None], sample_dtype=sd)[0]
+    mixed = _tile(config, p, frame, lat_stack, recip_A, (s0 + k // nf)[None], (f0 + k % nf)[None],
+                  cutoff=first_bad[k][None], sample_dtype=sd)[0]
     return jnp.where(any_bad & (idx == k), mixed, out)
 
 
