@@ -362,3 +362,45 @@ def test_closed_stdout_pipe(tmp_path, unbuffered):
     code = p.wait(timeout=300)
     assert err == ""
     assert code == 141 and os.listdir(tmp_path) == []
+
+
+def test_stage_file_written_after_a_compilation_cache_hit_still_runs(tmp_path):
+    """Regression: with the compilation cache warm and the stage files gone, the stage was compiled
+    from the cache, and XLA:CPU serialized that executable without its kernels; the next run failed
+    with 'Function ... not found'."""
+    cache = tmp_path / "cache"
+    argv = [sys.executable, "-m", "jaxbragg"] + BASE + ["-nopgm", "-nonoise", "-floatfile", "f.bin"]
+    env = dict(_env(), JAXBRAGG_CACHE_DIR=str(cache))
+    outputs = []
+    for i in range(3):
+        if i == 1:
+            shutil.rmtree(cache / "stages")
+        d = tmp_path / str(i)
+        d.mkdir()
+        p = subprocess.run(argv, cwd=d, capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr
+        outputs.append((d / "f.bin").read_bytes())
+    assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
+
+
+def test_stage_that_loads_but_fails_to_run_is_replaced(tmp_path, monkeypatch):
+    import jax
+    import jax.numpy as jnp
+    from jaxbragg.cli import stages
+
+    class Broken:
+        def __call__(self, *args):
+            raise RuntimeError("Function fusion not found")
+
+    def double(k, tree):
+        return tree["x"] * k
+
+    monkeypatch.setattr(stages, "_STAGE_DIR", str(tmp_path))
+    leaves, treedef = jax.tree_util.tree_flatten({"x": jnp.arange(3.0)})
+    assert list(np.asarray(stages.call("t", double, (2.0,), treedef, leaves))) == [0.0, 2.0, 4.0]
+    (stage,) = tmp_path.glob("t-*.xla")
+    stages._LOADED.clear()
+    stage.write_bytes(b"stale")
+    monkeypatch.setattr(stages, "_load", lambda path: Broken())
+    assert list(np.asarray(stages.call("t", double, (2.0,), treedef, leaves))) == [0.0, 2.0, 4.0]
+    assert stage.read_bytes() != b"stale"

@@ -7,8 +7,9 @@ executable (``jax.experimental.serialize_executable``), keyed by everything it d
 the static ``SimConfig`` and chunk size, the structure, shapes and dtypes of the inputs, the JAX and
 jaxlib versions, a digest of this package's source and the processor (an executable holds machine code
 for the CPU it was compiled on). A later run with the same key loads it instead of tracing, lowering
-and looking up the cache (tens of milliseconds instead of hundreds). Any failure to read or write the
-file only costs that speed. The files are pickles (as JAX's own executable serialization is), so the
+and looking up the cache (tens of milliseconds instead of hundreds). A stage file is always made by a
+real compilation (see :func:`_compile`); a file that cannot be read, loaded or run is replaced, so any
+failure only costs that speed. The files are pickles (as JAX's own executable serialization is), so the
 cache directory must be as trusted as the user's home.
 """
 from __future__ import annotations
@@ -74,41 +75,74 @@ def _jitted(fn, static, treedef):
     return jax.jit(lambda *xs: fn(*static, treedef.unflatten(list(xs))))
 
 
+def _compile(flat, leaves):
+    """Compile for a stage file, bypassing the persistent compilation cache: an XLA:CPU executable
+    that came out of that cache serializes without its kernels ('Function ... not found' when the
+    file is loaded and run)."""
+    import jax
+    old = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        return flat.lower(*leaves).compile()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", old)
+
+
+def _store(path, compiled) -> None:
+    """Write a stage file atomically; failing to write only costs speed."""
+    import pickle
+    from jax.experimental import serialize_executable as se
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(tmp).write_bytes(pickle.dumps(se.serialize(compiled)))
+        os.replace(tmp, path)
+    except Exception:             # unwritable or full: this run is unaffected
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+
+
+def _load(path):
+    """The executable in a stage file, or ``None`` if it is missing, unreadable or from elsewhere."""
+    import pickle
+    from jax.experimental import serialize_executable as se
+    try:
+        return se.deserialize_and_load(*pickle.loads(Path(path).read_bytes()))
+    except Exception:
+        return None
+
+
 def call(name, fn, static, treedef, leaves):
     """``fn(*static, tree)`` jitted, where ``tree = treedef.unflatten(leaves)``; reuses a compiled stage.
 
     ``static`` holds the hashable static arguments (``fn``'s leading positional arguments); ``leaves``
     are arrays or scalars.
     """
-    import pickle
     import numpy as np
-    from jax.experimental import serialize_executable as se
     leaves = [np.asarray(x) for x in leaves]
     flat = _jitted(fn, static, treedef)
     if _STAGE_DIR is None:
         return flat(*leaves)
     key = _key(name, static, treedef, leaves)
-    compiled = _LOADED.get(key)
     path = os.path.join(_STAGE_DIR, f"{name}-{key}.xla")
+    compiled = _LOADED.pop(key, None)
+    fresh = compiled is None and (compiled := _load(path)) is not None
     if compiled is None:
-        try:
-            compiled = se.deserialize_and_load(*pickle.loads(Path(path).read_bytes()))
-        except Exception:         # missing, unreadable or from another version: compile anew
-            compiled = None
-    if compiled is None:
-        compiled = flat.lower(*leaves).compile()
-        tmp = f"{path}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(_STAGE_DIR, exist_ok=True)
-            Path(tmp).write_bytes(pickle.dumps(se.serialize(compiled)))
-            os.replace(tmp, path)
-        except Exception:         # unwritable or full: this run is unaffected
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
+        compiled = _compile(flat, leaves)
+        _store(path, compiled)
+    try:
+        out = compiled(*leaves)
+    except Exception:
+        if not fresh:
+            raise
+        # a stage file that loads but does not run (damaged, or written by an older version from a
+        # cached executable): replace it
+        compiled = _compile(flat, leaves)
+        _store(path, compiled)
+        out = compiled(*leaves)
     _LOADED[key] = compiled
-    _LOADED.move_to_end(key)
     while len(_LOADED) > _KEEP:           # a long-lived process (tests, notebooks) keeps only a few
         _LOADED.popitem(last=False)
-    return compiled(*leaves)
+    return out
