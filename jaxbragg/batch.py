@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ._jit import EntryJit
 from .simulate import Params, SimConfig, finish_image, pixel_values
 
 #: Rank of each ``Params`` field for one image; a stacked field has one more (the leading batch axis).
@@ -256,7 +257,7 @@ def _step_size(config: SimConfig, n: int, requested: Optional[int], pixel_parts:
     return max(1, min(int(chunk), n))
 
 
-_render_batch_jit = jax.jit(_render_local, static_argnums=(0, 3, 4))
+_render_batch_jit = EntryJit(_render_local, static_argnums=(0, 3, 4))
 
 
 def render_batch(config: SimConfig, stacked: Params, images_per_step: Optional[int] = None):
@@ -312,7 +313,7 @@ def _sharded(config, mesh, chunk, pixel_parts, n, batched, shared):
     return fn(batched, shared)[:n]
 
 
-_sharded_jit = jax.jit(_sharded, static_argnums=(0, 1, 2, 3, 4))
+_sharded_jit = EntryJit(_sharded, static_argnums=(0, 1, 2, 3, 4))
 
 
 def render_sharded(config: SimConfig, stacked: Params, mesh: Optional[Mesh] = None,

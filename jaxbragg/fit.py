@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import io
+from ._jit import EntryJit
 from . import simulate as sim
 from .parameters import FIELDS, Physical, Template, to_params
 
@@ -217,7 +218,7 @@ def minimize(fun: Callable, x0, aux=None, *, method: str = "bfgs", maxiter: int 
       ``(x, loss_history, iterations, converged, message)``.
     """
     if method == "bfgs":
-        fg = value_and_grad if value_and_grad is not None else jax.jit(jax.value_and_grad(fun))
+        fg = value_and_grad if value_and_grad is not None else EntryJit(jax.value_and_grad(fun))
         dtype = jnp.asarray(x0).dtype
 
         def host_fg(x):
@@ -301,8 +302,7 @@ def _optax(fun, x, aux, method, maxiter, gtol, ftol, learning_rate, callback):
     optax = _import_optax()
     opt = optax.adam(learning_rate) if method == "adam" else optax.lbfgs()
 
-    @jax.jit
-    def step(x, state, aux):
+    def step_fn(x, state, aux):
         f = lambda y: fun(y, aux)
         if method == "lbfgs":
             value, grad = optax.value_and_grad_from_state(f)(x, state=state)
@@ -312,6 +312,7 @@ def _optax(fun, x, aux, method, maxiter, gtol, ftol, learning_rate, callback):
             updates, state = opt.update(grad, state, x)
         return optax.apply_updates(x, updates), state, value, grad
 
+    step = EntryJit(step_fn)
     state = opt.init(x)
     history = []                             # loss at x_0, x_1, ...
     message, converged, it = "maximum number of iterations reached", False, 0
@@ -330,7 +331,7 @@ def _optax(fun, x, aux, method, maxiter, gtol, ftol, learning_rate, callback):
         if callback is not None:
             callback(it, np.asarray(x), history[-1])
     if len(history) == it:                   # stopped by maxiter: x_it not evaluated yet
-        history.append(float(jax.jit(fun)(x, aux)))
+        history.append(float(EntryJit(fun)(x, aux)))
     return np.asarray(x, np.float64), np.asarray(history), it, converged, message
 
 
@@ -404,7 +405,7 @@ def fit(template: Template, start: Physical, observed, free: Sequence[str], *, l
             return poisson_nll(model, aux["observed"], aux["background"]), model
         return least_squares(model, aux["observed"], aux["weights"], aux["background"]), model
 
-    value_and_grad = jax.jit(jax.value_and_grad(objective, has_aux=True))
+    value_and_grad = EntryJit(jax.value_and_grad(objective, has_aux=True))
     x, history, iterations, converged, message = minimize(
         lambda x, aux: objective(x, aux)[0], jnp.zeros(packer.size, dtype), aux, method=method,
         maxiter=maxiter, gtol=gtol, ftol=ftol, learning_rate=learning_rate, callback=callback,

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import crystal, geometry
+from ._jit import EntryJit
 from . import rng as rng_mod
 from . import simulate as sim
 from .simulate import Params, SimConfig
@@ -297,8 +298,8 @@ def render_pixels(template: Template, physical: Physical, spix, fpix):
     return sim.render_pixels(template.config, to_params(template, physical), spix, fpix)
 
 
-_render_jit = jax.jit(render)
-_render_pixels_jit = jax.jit(render_pixels)
+_render_jit = EntryJit(render)
+_render_pixels_jit = EntryJit(render_pixels)
 
 
 def _strong(tree):

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from . import beam as beam_mod
 from . import crystal, detector, geometry, lattice, structure_factors
+from ._jit import EntryJit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,6 +229,14 @@ def _materialise(pred, tree):
     return jax.lax.cond(pred, lambda t: t, lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree)
 
 
+def _once(pred, fn, *args):
+    """``fn(*args)`` computed in full before its consumers run, like :func:`_materialise`, but inside the
+    conditional's branch, so the results are written once instead of computed and then copied."""
+    shapes = jax.eval_shape(fn, *args)
+    zeros = lambda *_: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.lax.cond(pred, fn, zeros, *args)
+
+
 def _tree_sum(x):
     """Sum over axis 0 by explicit pairwise additions.
 
@@ -235,17 +244,60 @@ def _tree_sum(x):
     axes (the tile of pixels), and XLA does not reassociate explicit additions: a pixel's value is
     bit-identical whatever tile it is rendered in. Pairwise summation is also more accurate than a
     running sum.
+
+    The samples are split into power-of-two blocks (240 = 128 + 64 + 32 + 16), each summed as a balanced
+    tree, and the block sums are added from the smallest up: ``S128 + (S64 + (S32 + S16))``. That is, bit
+    for bit, the balanced tree over the samples padded with zeros to the next power of two, without the
+    padding: XLA:CPU made a pad the root of its own kernel, so the per-sample values were written out and
+    read back instead of being summed where they are computed.
     """
     n = x.shape[0]
-    size = 1 << max(n - 1, 0).bit_length()
-    if size != n:
-        # pad once to a power of two rather than at each odd level: XLA:CPU made a pad in the middle
-        # of the tree the root of its own kernel and left that kernel unvectorised (3x slower for
-        # 50 orientations per source)
-        x = jnp.concatenate([x, jnp.zeros((size - n,) + x.shape[1:], x.dtype)])
-    while x.shape[0] > 1:
-        x = x[0::2] + x[1::2]
-    return x[0]
+    total = None
+    end = n
+    for k in range(n.bit_length()):
+        if not n >> k & 1:
+            continue
+        block = x[end - (1 << k):end]
+        end -= 1 << k
+        while block.shape[0] > 1:
+            block = block[0::2] + block[1::2]
+        total = block[0] if total is None else block[0] + total
+    return total
+
+
+def _mixed_indices(live, qc, lat_stacks, miller, sd, shape):
+    """Miller indices for the mixed-precision mode: ``h = a . q`` split into a float64 part per (pixel,
+    orientation) and a float32 correction per sample.
+
+    With ``q_0`` the pixel's first sample (first layer, sub-pixel and source) and ``dq = q - q_0``,
+    ``h = a . q_0 + a . dq``. The first term is formed in float64 for the P x M orientations of a pixel
+    only and split into its nearest integer ``h_0`` and a remainder ``r`` in [-1/2, 1/2]; the second is
+    small (sub-pixel offsets, divergence, dispersion, sensor depth: |a . dq| ~ 0.01-1) and is formed in
+    float32 inside the sample loop. ``x = r + a . dq`` then equals ``h - h_0`` to ~1e-7, whereas float32
+    ``h`` itself (|h| up to ~100) would be off by ~1e-5, which a large crystal turns into 1e-4 intensity
+    errors. The per-sample cost is three float32 multiply-adds instead of a float64 pass over every sample.
+
+    Returns:
+      (hkl, x): float64 indices ``h_0 + x`` (only computed where the structure-factor lookup needs them)
+      and the float32 arguments of the lattice factor (reduced again for shapes other than square, whose
+      sines reduce them themselves).
+    """
+    # the midpoint of the pixel's first and last samples: opposite corners of the sub-pixel grid and of
+    # the divergence grid, the ends of a wavelength or depth range, so |dq| is about halved (a max/min
+    # over the samples was as good but its reductions cost more than the rest of this set-up)
+    q0 = [(x[:1, :1, :1, :1] + x[-1:, -1:, -1:, -1:]) * 0.5 for x in qc]   # [1, 1, 1, 1, 1, 1, T]
+    base = miller(q0, lat_stacks)                                          # 3 x [1, 1, 1, 1, PM, T]
+    h0 = [structure_factors.nearest_index(x) for x in base]
+    rem = [(x - i).astype(sd) for x, i in zip(base, h0)]
+    dq = [(x - x0).astype(sd) for x, x0 in zip(qc, q0)]                    # [L, O, O, S, 1, 1, T]
+    # per-pixel inputs, materialised so the sample loop does not recompute them in float64
+    h0, rem, dq = _materialise(live, (h0, rem, dq))
+    corr = miller(dq, lat_stacks.astype(sd))                               # 3 x [L, O, O, S, PM, T]
+    x = [r + c for r, c in zip(rem, corr)]
+    hkl = [i + v.astype(i.dtype) for i, v in zip(h0, x)]
+    if shape != "square":
+        x = [v - structure_factors.nearest_index(v) for v in x]
+    return hkl, x
 
 
 def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant=False,
@@ -293,11 +345,14 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
         frame, jnp.broadcast_to(f_coord[None, None, :, :], shape4),
         jnp.broadcast_to(s_coord[None, :, None, :], shape4),
         jnp.broadcast_to(layers * p.thickstep, shape4), config.curved, p.beam)   # [L, O, O, T, 3]
-    airpath = geometry.norm(pos)
-    diffracted = geometry.rounded(pos / airpath[..., None])
+
+    def ray(pos):
+        airpath = geometry.norm(pos)
+        return airpath, geometry.rounded(pos / airpath[..., None])
+
     # computed once: XLA:CPU does not share a producer between sibling kernels, and each of q's
     # components, the dmin test, polarization and solid angle would recompute the square root
-    airpath, diffracted = _materialise(live, (airpath, diffracted))
+    airpath, diffracted = _once(live, ray, pos)
     omega = detector.solid_angle(airpath, frame["close_distance"], p.pixel_size, config.point_pixel)
     if config.thick_sensor:
         capture = detector.capture_fraction(diffracted, frame["odet"], layers, p.thickstep, p.mu)
@@ -306,44 +361,68 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
 
     incident = -p.source_dirs[:, None, :]                                 # [S, 1, 3]
     d5 = diffracted[:, :, :, None, :, :]                                  # [L, O, O, 1, T, 3]
-    q = (d5 - incident) / p.source_lambda[:, None, None]                  # [L, O, O, S, T, 3]
 
-    def beyond_dmin(q):
-        stol = 0.5 * geometry.norm(q)
-        return ~((stol > 0.0) & (p.dmin > 0.5 / jnp.where(stol > 0, stol, 1.0)))
+    def scattering(d5):
+        """q's components 3 x [L, O, O, S, T] and the dmin test [L, O, O, S, T]."""
+        q = (d5 - incident) / p.source_lambda[:, None, None]              # [L, O, O, S, T, 3]
 
-    # without a dmin cut (the usual case) skip the test's square root and division altogether
-    valid = jax.lax.cond(p.dmin > 0.0, beyond_dmin, lambda q: jnp.ones(q.shape[:-1], bool), q)
-    if config.polarization:
+        def beyond_dmin(q):
+            stol = 0.5 * geometry.norm(q)
+            return ~((stol > 0.0) & (p.dmin > 0.5 / jnp.where(stol > 0, stol, 1.0)))
+
+        # without a dmin cut (the usual case) skip the test's square root and division altogether
+        valid = jax.lax.cond(p.dmin > 0.0, beyond_dmin, lambda q: jnp.ones(q.shape[:-1], bool), q)
+        return [q[..., c] for c in range(3)], valid
+
+    # the per-(sub-pixel, source) quantities are computed once per tile: left to itself XLA fuses their
+    # divisions into the sample loop and recomputes them for every phi x mosaic sample
+    qc, valid = _once(live, scattering, d5)
+    lat_stacks, recip_A = _materialise(live, (lat_stacks, recip_A))
+    n_groups = valid.size // n_t
+    # each pixel's first (layer, sub-pixel, source) group inside dmin (argmax: 0 where none is)
+    first_group = jnp.argmax(valid.reshape(n_groups, n_t), axis=0)        # [T]
+    if config.polarization and config.oversample_polar:
         polar = beam_mod.polarization_factor(p.kahn, incident, d5, p.polar_vector)
+    elif config.polarization:
+        # only the factor of each pixel's first group inside dmin is used (0 if there is none); without
+        # a dmin cut that is group 0, evaluated alone
+        def first_polar(_):
+            every = beam_mod.polarization_factor(p.kahn, incident, d5, p.polar_vector)
+            pick = jnp.arange(n_groups)[:, None] == first_group
+            flat = valid.reshape(n_groups, n_t)
+            # a sum of exact zeros and one value: the value itself
+            return jnp.sum(jnp.where(pick & flat, every.reshape(n_groups, n_t), 0.0), axis=0)
+
+        def group_zero(_):
+            return beam_mod.polarization_factor(p.kahn, incident[0], diffracted[0, 0, 0], p.polar_vector)
+
+        polar = jax.lax.cond(p.dmin > 0.0, first_polar, group_zero, None)   # [T]
     else:
         polar = jnp.ones(valid.shape, dtype)                              # [L, O, O, S, T]
 
     # h = a . q, one Miller index at a time, as broadcast multiply-adds that XLA fuses with the lattice
     # factor (a dot_general with a contraction of length 3 would materialise them and run slower)
-    # materialise the per-(sub-pixel, source) quantities: without the barrier XLA fuses their sqrt and
-    # divisions into the sample loop and recomputes them for every phi x mosaic sample
-    qc, valid, lat_stacks, recip_A = _materialise(
-        live, ([q[..., c] for c in range(3)], valid, lat_stacks, recip_A))  # qc: 3 x [L, O, O, S, T]
     qc = [x[..., None, None, :] for x in qc]                              # [L, O, O, S, 1, 1, T]
-    lat = lat_stacks[..., None]                                           # [V, PM, 3, 3, 1]
-    hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
-           for v in range(3)]                                             # 3 x [L, O, O, S, V, PM, T]
     if first_variant:
-        flat = valid.reshape(-1, n_t)
-        first = (jnp.arange(flat.shape[0])[:, None] == jnp.argmax(flat, axis=0)) & flat
+        flat = valid.reshape(n_groups, n_t)
+        first = (jnp.arange(n_groups)[:, None] == first_group) & flat
         first = first.reshape(valid.shape)[..., None, :]                  # [L, O, O, S, 1, T]
-        hkl = [jnp.where(first, x[..., 1, :, :], x[..., 0, :, :]) for x in hkl]
     else:
-        hkl = [x[..., 0, :, :] for x in hkl]                              # 3 x [L, O, O, S, PM, T]
+        first = None
 
-    # the per-sample stage runs on the reduced indices d = h - h0, in the sample precision
-    dhkl = [(x - structure_factors.nearest_index(x)).astype(sd) for x in hkl]
-    if sd != dtype:
-        # mixed precision: hand the float32 loop ready-made reduced indices, so it runs at full
-        # float32 SIMD width instead of at the width of the float64 index arithmetic (in float64 the
-        # extra pass costs more than it saves)
-        dhkl = _materialise(live, dhkl)
+    def miller(qc, lat_stacks):
+        lat = lat_stacks[..., None]                                       # [V, PM, 3, 3, 1]
+        hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
+               for v in range(3)]                                         # 3 x [L, O, O, S, V, PM, T]
+        if first is None:
+            return [x[..., 0, :, :] for x in hkl]                         # 3 x [L, O, O, S, PM, T]
+        return [jnp.where(first, x[..., 1, :, :], x[..., 0, :, :]) for x in hkl]
+
+    if sd == dtype:
+        hkl = miller(qc, lat_stacks)
+        dhkl = [x - structure_factors.nearest_index(x) for x in hkl]
+    else:
+        hkl, dhkl = _mixed_indices(live, qc, lat_stacks, miller, sd, config.shape)
     f_latt = lattice.lattice_factor_reduced(dhkl, p.ncells.astype(sd), p.fudge.astype(sd),
                                             recip_A.astype(sd), config.shape)
     valid_s = valid[..., None, :]                                         # [L, O, O, S, 1, T]
@@ -366,9 +445,7 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     if not config.oversample_thick:
         scale = scale * capture[-1, 0, 0]
     if not config.oversample_polar and config.polarization:
-        flat = valid.reshape(-1, n_t)
-        first_polar = jnp.take_along_axis(polar.reshape(-1, n_t), jnp.argmax(flat, axis=0)[None], 0)[0]
-        scale = scale * jnp.where(jnp.any(flat, axis=0), first_polar, 0.0)
+        scale = scale * polar
     if not config.oversample_omega:
         scale = scale * omega[0, 0, 0]
 
@@ -557,7 +634,7 @@ def _apply_carryover(config, p, values, box, first_bad=None):
     return flat.at[first].set(value).reshape(values.shape)
 
 
-_simulate_jit = jax.jit(render, static_argnums=0)
+_simulate_jit = EntryJit(render, static_argnums=0)
 
 
 def _strong(x):
@@ -565,7 +642,7 @@ def _strong(x):
     return x if not getattr(x, "weak_type", False) else jnp.asarray(x, dtype=x.dtype)
 
 
-_simulate_pixels_jit = jax.jit(render_pixels, static_argnums=0)
+_simulate_pixels_jit = EntryJit(render_pixels, static_argnums=0)
 
 
 def simulate_pixels(config: SimConfig, params: Params, spix, fpix):

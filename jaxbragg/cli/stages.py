@@ -72,7 +72,8 @@ def _jitted(fn, static, treedef):
     """One jitted flat function per stage and static arguments, so repeated calls in a process (the
     chunks of a long run) reuse its compilation."""
     import jax
-    return jax.jit(lambda *xs: fn(*static, treedef.unflatten(list(xs))))
+    from .._jit import compiler_options
+    return jax.jit(lambda *xs: fn(*static, treedef.unflatten(list(xs))), compiler_options=compiler_options())
 
 
 def _compile(flat, leaves):
