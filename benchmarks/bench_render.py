@@ -15,6 +15,7 @@ Modes (each appends JSON lines to --out and prints a summary):
     python benchmarks/bench_render.py                                  # perf_heavy_512 (+1024^2)
     NB_C_BIN=$HOME/nanoBragg python benchmarks/bench_render.py --cases perf_512_1024 perf_heavy_512
     python benchmarks/bench_render.py --mode sweep --plot
+    python benchmarks/bench_render.py --mode grad --cases perf_heavy_512_256   # the issue's 256^2 gradient
 """
 import argparse
 import dataclasses
@@ -35,6 +36,7 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
+from jaxbragg._jit import compiler_options  # noqa: E402
 from jaxbragg.cli.flags import parse  # noqa: E402
 from jaxbragg.cli.resolve import resolve  # noqa: E402
 from jaxbragg.simulate import simulate  # noqa: E402
@@ -44,12 +46,15 @@ GOLDEN = ROOT / "tests" / "golden"
 
 
 def case_args(name):
-    """Golden case arguments; a ``_1024`` suffix renders the same case on 1024x1024 pixels."""
-    base = name[:-5] if name.endswith("_1024") else name
+    """Golden case arguments; a ``_N`` suffix after a case name renders that case on N x N pixels
+    (``perf_heavy_512_1024``, ``perf_heavy_512_256``)."""
+    base, size = name, None
+    if not (GOLDEN / name).is_dir():
+        base, _, size = name.rpartition("_")
     args = json.loads((GOLDEN / base / "case.json").read_text())["args"]
-    if name.endswith("_1024"):
+    if size is not None:
         i = args.index("-detpixels")
-        args = args[:i + 1] + ["1024"] + args[i + 2:]
+        args = args[:i + 1] + [size] + args[i + 2:]
     return args
 
 
@@ -90,8 +95,10 @@ def time_render(args, precision, repeat):
 
 def time_grad(args, precision, repeat):
     cfg, params = setup_for(args, precision)
-    fwd = jax.jit(lambda p: jnp.sum(simulate(cfg, p) ** 2))
-    vg = jax.jit(jax.value_and_grad(lambda p: jnp.sum(simulate(cfg, p) ** 2)))
+    # both top-level jits with the options jaxbragg's own entry points use (see jaxbragg/_jit.py)
+    opts = compiler_options()
+    fwd = jax.jit(lambda p: jnp.sum(simulate(cfg, p) ** 2), compiler_options=opts)
+    vg = jax.jit(jax.value_and_grad(lambda p: jnp.sum(simulate(cfg, p) ** 2)), compiler_options=opts)
     jax.block_until_ready(fwd(params))
     jax.block_until_ready(vg(params))
     f, g = best_time(lambda: fwd(params), repeat), best_time(lambda: vg(params), repeat)

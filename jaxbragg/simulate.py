@@ -24,6 +24,7 @@ so memory stays bounded by ``tile x samples``. See docs/architecture.md and docs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -61,9 +62,10 @@ class SimConfig:
       tile_pixels: pixels per tile; ``None`` picks one from ``sample_budget``.
       sample_budget: target number of pixel-samples held in memory at once.
       precision: ``"float32"`` runs the per-sample stage (lattice factor, F lookup, sums) in single
-        precision while geometry and Miller indices keep the parameters' precision (mixed precision:
-        about 2x faster, within ~1e-4 of float64 even for N = 100); ``None`` uses the parameters' dtype.
-        The image has the per-sample precision.
+        precision while the geometry and the integer part of the Miller indices keep the parameters'
+        precision (mixed precision, see :func:`_mixed_indices`: about 2x faster, within ~2e-6 of the
+        image maximum of float64 even for N = 100); ``None`` uses the parameters' dtype. The image has
+        the per-sample precision.
     """
     fpixels: int
     spixels: int
@@ -208,8 +210,9 @@ def _working_precision(p: Params) -> Params:
     Miller indices are ``h = a . q`` with ``|q| ~ 1e10 / m`` and ``|a| ~ 1e-8 m``; in float32 they carry
     ~1e-6 absolute error, which the lattice factor of a large crystal (N >= 20) turns into ~1e-4 relative
     intensity errors. The lattice factor depends only on the reduced index ``d = h - h0``, so we form
-    ``h`` in float64 and run the expensive per-sample work (lattice factor, F lookup, sums) on ``d`` in
-    the caller's precision. Without 64-bit types everything stays float32.
+    the integer part of ``h`` in float64 and run the expensive per-sample work (lattice factor, F lookup,
+    sums) on ``d`` in the caller's precision (:func:`_mixed_indices`). Without 64-bit types everything
+    stays float32.
     """
     if p.pixel_size.dtype != jnp.float32 or not jax.config.jax_enable_x64:
         return p
@@ -265,39 +268,64 @@ def _tree_sum(x):
     return total
 
 
-def _mixed_indices(live, qc, lat_stacks, miller, sd, shape):
+def _miller(qc, lat_stacks, first):
+    """Miller indices ``h = a . q``, 3 x [L, O, O, S, PM, T], from q's components 3 x [L, O, O, S, 1, 1, T]
+    and the orientation variants ``lat_stacks`` [V, PM, 3, 3]: variant 0, or variant 1 where ``first``
+    [L, O, O, S, 1, T] is set (``None``: nowhere).
+
+    One index at a time, as broadcast multiply-adds that XLA fuses with the lattice factor (a
+    ``dot_general`` with a contraction of length 3 would materialise them and run slower).
+    """
+    lat = lat_stacks[..., None]                                           # [V, PM, 3, 3, 1]
+    hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
+           for v in range(3)]                                             # 3 x [L, O, O, S, V, PM, T]
+    if first is None:
+        return [x[..., 0, :, :] for x in hkl]
+    return [jnp.where(first, x[..., 1, :, :], x[..., 0, :, :]) for x in hkl]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _mixed_indices(live, qc, lat_stacks, first, sd):
     """Miller indices for the mixed-precision mode: ``h = a . q`` split into a float64 part per (pixel,
     orientation) and a float32 correction per sample.
 
-    With ``q_0`` the pixel's first sample (first layer, sub-pixel and source) and ``dq = q - q_0``,
-    ``h = a . q_0 + a . dq``. The first term is formed in float64 for the P x M orientations of a pixel
-    only and split into its nearest integer ``h_0`` and a remainder ``r`` in [-1/2, 1/2]; the second is
-    small (sub-pixel offsets, divergence, dispersion, sensor depth: |a . dq| ~ 0.01-1) and is formed in
-    float32 inside the sample loop. ``x = r + a . dq`` then equals ``h - h_0`` to ~1e-7, whereas float32
-    ``h`` itself (|h| up to ~100) would be off by ~1e-5, which a large crystal turns into 1e-4 intensity
-    errors. The per-sample cost is three float32 multiply-adds instead of a float64 pass over every sample.
+    With ``q_0`` the centre of a pixel's samples and ``dq = q - q_0``, ``h = a . q_0 + a . dq``. The first
+    term is formed in float64 for the P x M orientations of a pixel only and split into its nearest
+    integer ``h_0`` and a remainder ``r`` in [-1/2, 1/2]; the second is small (sub-pixel offsets,
+    divergence, dispersion, sensor depth: |a . dq| ~ 0.01-1) and is formed in float32 inside the sample
+    loop. ``x = r + a . dq`` then equals ``h - h_0`` to ~1e-7, whereas float32 ``h`` itself (|h| up to
+    ~100) would be off by ~1e-5, which a large crystal turns into 1e-4 intensity errors. The per-sample
+    cost is three float32 multiply-adds instead of a float64 pass over every sample.
+
+    Derivatives: ``dx = dh`` (``h_0`` is piecewise constant), formed in float64 from ``q`` and ``a`` as in
+    the float64 path. Differentiating the float32 split instead made reverse mode 2.7x slower (XLA:CPU
+    ran the transposed float32 contractions through slow library reductions).
 
     Returns:
-      (hkl, x): float64 indices ``h_0 + x`` (only computed where the structure-factor lookup needs them)
-      and the float32 arguments of the lattice factor (reduced again for shapes other than square, whose
-      sines reduce them themselves).
+      (h0, x): float64 nearest indices 3 x [1, 1, 1, 1, PM, T] and float32 ``x = h - h0``
+      3 x [L, O, O, S, PM, T] (|x| <~ 1: not reduced once more).
     """
     # the midpoint of the pixel's first and last samples: opposite corners of the sub-pixel grid and of
     # the divergence grid, the ends of a wavelength or depth range, so |dq| is about halved (a max/min
     # over the samples was as good but its reductions cost more than the rest of this set-up)
     q0 = [(x[:1, :1, :1, :1] + x[-1:, -1:, -1:, -1:]) * 0.5 for x in qc]   # [1, 1, 1, 1, 1, 1, T]
-    base = miller(q0, lat_stacks)                                          # 3 x [1, 1, 1, 1, PM, T]
+    base = _miller(q0, lat_stacks, first)                                  # 3 x [1, 1, 1, 1, PM, T]
     h0 = [structure_factors.nearest_index(x) for x in base]
     rem = [(x - i).astype(sd) for x, i in zip(base, h0)]
     dq = [(x - x0).astype(sd) for x, x0 in zip(qc, q0)]                    # [L, O, O, S, 1, 1, T]
     # per-pixel inputs, materialised so the sample loop does not recompute them in float64
     h0, rem, dq = _materialise(live, (h0, rem, dq))
-    corr = miller(dq, lat_stacks.astype(sd))                               # 3 x [L, O, O, S, PM, T]
-    x = [r + c for r, c in zip(rem, corr)]
-    hkl = [i + v.astype(i.dtype) for i, v in zip(h0, x)]
-    if shape != "square":
-        x = [v - structure_factors.nearest_index(v) for v in x]
-    return hkl, x
+    corr = _miller(dq, lat_stacks.astype(sd), first)                       # 3 x [L, O, O, S, PM, T]
+    return h0, [r + c for r, c in zip(rem, corr)]
+
+
+@_mixed_indices.defjvp
+def _mixed_indices_jvp(sd, primals, tangents):
+    live, qc, lat_stacks, first = primals
+    _, dqc, dlat, _ = tangents
+    h0, x = _mixed_indices(live, qc, lat_stacks, first, sd)
+    dh = jax.jvp(lambda q, a: _miller(q, a, first), (qc, lat_stacks), (dqc, dlat))[1]
+    return (h0, x), ([jnp.zeros_like(i) for i in h0], [d.astype(sd) for d in dh])
 
 
 def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant=False,
@@ -400,8 +428,6 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     else:
         polar = jnp.ones(valid.shape, dtype)                              # [L, O, O, S, T]
 
-    # h = a . q, one Miller index at a time, as broadcast multiply-adds that XLA fuses with the lattice
-    # factor (a dot_general with a contraction of length 3 would materialise them and run slower)
     qc = [x[..., None, None, :] for x in qc]                              # [L, O, O, S, 1, 1, T]
     if first_variant:
         flat = valid.reshape(n_groups, n_t)
@@ -410,19 +436,14 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     else:
         first = None
 
-    def miller(qc, lat_stacks):
-        lat = lat_stacks[..., None]                                       # [V, PM, 3, 3, 1]
-        hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
-               for v in range(3)]                                         # 3 x [L, O, O, S, V, PM, T]
-        if first is None:
-            return [x[..., 0, :, :] for x in hkl]                         # 3 x [L, O, O, S, PM, T]
-        return [jnp.where(first, x[..., 1, :, :], x[..., 0, :, :]) for x in hkl]
-
     if sd == dtype:
-        hkl = miller(qc, lat_stacks)
+        hkl = _miller(qc, lat_stacks, first)
         dhkl = [x - structure_factors.nearest_index(x) for x in hkl]
     else:
-        hkl, dhkl = _mixed_indices(live, qc, lat_stacks, miller, sd, config.shape)
+        h0, x = _mixed_indices(live, qc, lat_stacks, first, sd)
+        hkl = [i + v.astype(i.dtype) for i, v in zip(h0, x)]              # for the F lookup only
+        # the square shape's sines reduce their arguments themselves
+        dhkl = x if config.shape == "square" else [v - structure_factors.nearest_index(v) for v in x]
     f_latt = lattice.lattice_factor_reduced(dhkl, p.ncells.astype(sd), p.fudge.astype(sd),
                                             recip_A.astype(sd), config.shape)
     valid_s = valid[..., None, :]                                         # [L, O, O, S, 1, T]
