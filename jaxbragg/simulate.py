@@ -439,6 +439,10 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     if sd == dtype:
         hkl = _miller(qc, lat_stacks, first)
         dhkl = [x - structure_factors.nearest_index(x) for x in hkl]
+    elif n_groups == 1:
+        # one sample point per pixel: the per-pixel float64 base of the split would be the whole work
+        hkl = _miller(qc, lat_stacks, first)
+        dhkl = [(x - structure_factors.nearest_index(x)).astype(sd) for x in hkl]
     else:
         h0, x = _mixed_indices(live, qc, lat_stacks, first, sd)
         hkl = [i + v.astype(i.dtype) for i, v in zip(h0, x)]              # for the F lookup only
