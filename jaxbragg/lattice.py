@@ -48,6 +48,11 @@ def sinc3(x):
 
 # Taylor coefficients of sin(pi r) = r * sum_k C_k (r^2)^k; 11 terms reach ~1e-20 at |r| = 1/2
 _SIN_PI = tuple((-1) ** k * math.pi ** (2 * k + 1) / math.factorial(2 * k + 1) for k in range(11))
+# float32: a degree-9 odd polynomial fitted for minimax *relative* error on |r| <= 1/2 (Lawson's
+# iteration on 4001 points of s = r^2): 5.3e-9 relative, far below float32 rounding, whose Horner
+# evaluation then errs by <= 1.8e-7, as the 7-term Taylor series did; two multiply-adds fewer per sine
+_SIN_PI_F32 = (3.1415926369104676, -5.16770968530328, 2.5500697302054447, -0.5982421310313284,
+               0.0775603685550898)
 
 
 def _even_series(r, coeffs):
@@ -60,8 +65,8 @@ def _even_series(r, coeffs):
 
 
 def sin_pi(r):
-    """``sin(pi r)`` for ``|r| <= 1/2`` by a Horner-evaluated odd polynomial (7 terms for float32)."""
-    return r * _even_series(r, _SIN_PI if jnp.result_type(r) == jnp.float64 else _SIN_PI[:7])
+    """``sin(pi r)`` for ``|r| <= 1/2`` by a Horner-evaluated odd polynomial (5 terms for float32)."""
+    return r * _even_series(r, _SIN_PI if jnp.result_type(r) == jnp.float64 else _SIN_PI_F32)
 
 
 def _limit(d):

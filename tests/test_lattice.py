@@ -81,3 +81,15 @@ def test_square_peak_near_direct_beam_is_finite_under_jit(dtype):
                                                          jnp.asarray(1.0, dtype), jnp.eye(3, dtype=dtype),
                                                          "square"))
     np.testing.assert_allclose(np.asarray(f(d)), 210.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype,bound", [(jnp.float32, 3e-7), (jnp.float64, 1e-15)])
+def test_sin_pi_relative_accuracy(dtype, bound):
+    # the polynomial behind the square lattice factor, against NumPy's float64 sine, on the whole
+    # reduced range and close to 0 (where relative accuracy matters for the ratio num / den)
+    r = np.concatenate([np.linspace(-0.5, 0.5, 20001), np.geomspace(1e-30, 1e-3, 200)])
+    got = np.asarray(jax.jit(lattice.sin_pi)(jnp.asarray(r, dtype)), np.float64)
+    ref = np.sin(np.pi * np.asarray(r, dtype).astype(np.float64))
+    nz = ref != 0
+    assert np.max(np.abs(got[nz] - ref[nz]) / np.abs(ref[nz])) < bound
+    assert np.all(got[~nz] == 0)
