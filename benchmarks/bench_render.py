@@ -175,8 +175,9 @@ def plot(path, png=ROOT / "docs" / "images" / "throughput.png"):
     recs = [json.loads(l) for l in open(path) if '"mode": "sweep"' in l]
     fig, ax = plt.subplots(figsize=(6, 4))
     for precision in ("float64", "float32"):
-        pts = sorted((r["samples_per_pixel"], r["samples_per_s"] / 1e6) for r in recs
-                     if r["precision"] == precision)
+        # the latest record for each sample count (the file accumulates every run)
+        latest = {r["samples_per_pixel"]: r["samples_per_s"] / 1e6 for r in recs if r["precision"] == precision}
+        pts = sorted(latest.items())
         if pts:
             ax.plot(*zip(*pts), marker="o", label=f"jaxbragg {precision}")
     c = [json.loads(l) for l in open(path) if '"c_samples_per_s"' in l]

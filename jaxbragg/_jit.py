@@ -19,7 +19,8 @@ def compiler_options() -> dict:
 
     On CPU ``{"xla_cpu_prefer_vector_width": 512}`` (a preference: LLVM never uses vectors wider than the
     processor has); on other backends none. Use them for your own top-level ``jit`` around
-    ``jaxbragg.simulate.render``, e.g. ``jax.jit(loss_and_grad, compiler_options=compiler_options())``.
+    ``jaxbragg.simulate.render``, e.g. ``jax.jit(loss_and_grad, compiler_options=compiler_options())``
+    (also importable as ``jaxbragg.simulate.compiler_options``).
     """
     if jax.default_backend() == "cpu":
         return {"xla_cpu_prefer_vector_width": 512}

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 
 from . import beam as beam_mod
 from . import crystal, detector, geometry, lattice, structure_factors
-from ._jit import EntryJit
+from ._jit import EntryJit, compiler_options  # noqa: F401  (re-exported for users' own jits)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbragg.simulate import _simulate_jit, render, simulate, simulate_pixels
+from jaxbragg.simulate import _simulate_jit, compiler_options, render, simulate, simulate_pixels
 
 from helpers import setup_from
 
@@ -24,6 +24,18 @@ def test_jit_equals_eager(small):
     jitted = simulate(small.config, small.params)
     np.testing.assert_allclose(jitted, eager, rtol=1e-12, atol=0)
     assert float(jnp.max(jitted)) > 0
+
+
+def test_entry_point_inside_a_callers_jit(small):
+    # at top level simulate compiles with compiler options, which JAX rejects on a nested jit: inside
+    # a caller's jit (and with the same options on the caller's jit) it must fall back and agree
+    top = simulate(small.config, small.params)
+    nested = jax.jit(lambda p: simulate(small.config, p))(small.params)
+    tuned = jax.jit(lambda p: simulate(small.config, p), compiler_options=compiler_options())(small.params)
+    np.testing.assert_allclose(nested, top, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(tuned, top, rtol=1e-12, atol=0)
+    if jax.default_backend() == "cpu":
+        assert compiler_options() == {"xla_cpu_prefer_vector_width": 512}
 
 
 def test_traced_parameters_do_not_recompile(small):
