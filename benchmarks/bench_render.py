@@ -36,10 +36,9 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxbragg._jit import compiler_options  # noqa: E402
 from jaxbragg.cli.flags import parse  # noqa: E402
 from jaxbragg.cli.resolve import resolve  # noqa: E402
-from jaxbragg.simulate import simulate  # noqa: E402
+from jaxbragg.simulate import compiler_options, simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
@@ -95,7 +94,7 @@ def time_render(args, precision, repeat):
 
 def time_grad(args, precision, repeat):
     cfg, params = setup_for(args, precision)
-    # both top-level jits with the options jaxbragg's own entry points use (see jaxbragg/_jit.py)
+    # both top-level jits with the options jaxbragg's own entry points use
     opts = compiler_options()
     fwd = jax.jit(lambda p: jnp.sum(simulate(cfg, p) ** 2), compiler_options=opts)
     vg = jax.jit(jax.value_and_grad(lambda p: jnp.sum(simulate(cfg, p) ** 2)), compiler_options=opts)

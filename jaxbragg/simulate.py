@@ -228,14 +228,14 @@ def _materialise(pred, tree):
     re-evaluating them for every phi x mosaic sample. A conditional on a runtime predicate (always true
     here) cannot be fused across, so its outputs are materialised once.
     """
-    # the untaken branch must differ, or XLA simplifies the conditional away
-    return jax.lax.cond(pred, lambda t: t, lambda t: jax.tree_util.tree_map(jnp.zeros_like, t), tree)
+    return _once(pred, lambda t: t, tree)
 
 
 def _once(pred, fn, *args):
     """``fn(*args)`` computed in full before its consumers run, like :func:`_materialise`, but inside the
     conditional's branch, so the results are written once instead of computed and then copied."""
     shapes = jax.eval_shape(fn, *args)
+    # the untaken branch must differ, or XLA simplifies the conditional away
     zeros = lambda *_: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     return jax.lax.cond(pred, fn, zeros, *args)
 
@@ -436,11 +436,9 @@ def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, 
     else:
         first = None
 
-    if sd == dtype:
-        hkl = _miller(qc, lat_stacks, first)
-        dhkl = [x - structure_factors.nearest_index(x) for x in hkl]
-    elif n_groups == 1:
-        # one sample point per pixel: the per-pixel float64 base of the split would be the whole work
+    if sd == dtype or n_groups == 1:
+        # (mixed precision with one sample point per pixel: the split's per-pixel float64 part would be
+        # the whole index computation, so the reduced index is formed in float64 and then converted)
         hkl = _miller(qc, lat_stacks, first)
         dhkl = [(x - structure_factors.nearest_index(x)).astype(sd) for x in hkl]
     else:

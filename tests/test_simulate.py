@@ -68,6 +68,29 @@ def test_float32_sample_stage_close_to_float64(n):
     assert np.max(np.abs(img32 - ref)) / np.max(ref) < 2e-6
 
 
+@pytest.mark.parametrize("case,extra", [
+    ("hkl_nearest", "-round_xtal -oversample 2"),        # non-square shape with a nearest F lookup
+    ("hkl_interp_forced", "-oversample 2"),              # tricubic F lookup
+    ("gauss_xtal", "-oversample 2 -divergence 1 -divsteps 2"),
+])
+def test_float32_index_split_on_shapes_and_lookups(case, extra):
+    """With several sample points per pixel float32 renders form the Miller indices as a float64
+    integer part plus a float32 remainder (simulate._mixed_indices). Non-square shapes reduce that
+    remainder again, and the F lookups read the float64 index rebuilt from it; both must agree with the
+    float64 render. (The golden command lines themselves have one sample point per pixel and take the
+    direct path.)"""
+    import json
+    from pathlib import Path
+    golden = Path(__file__).parent / "golden" / case
+    args = json.loads((golden / "case.json").read_text())["args"] + extra.split()
+    s = setup_from(args, cwd=str(golden))
+    assert s.config.samples_per_pixel > 1
+    ref = np.asarray(simulate(s.config, s.params))
+    img32 = np.asarray(simulate(dataclasses.replace(s.config, precision="float32"), s.params))
+    assert np.max(ref) > 0
+    assert np.max(np.abs(img32 - ref)) / np.max(ref) < 1e-5
+
+
 def test_float32_parameters_stay_close_to_float64(small):
     # float32 *inputs* are promoted for geometry and Miller indices; their own rounding (6e-8 of the
     # lattice vectors) bounds the agreement for this N = 4 crystal
