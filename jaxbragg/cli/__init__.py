@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Dict, List, Optional
 
@@ -22,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import flags as flags_mod
-from . import stages
+from . import common, stages
 from .resolve import resolve
 
 RTD = 57.29577951308232
@@ -73,27 +71,6 @@ OUTPUT_FLAG = {"float": "-floatfile", "int": "-intfile", "pgm": "-pgmfile", "noi
                "png": "-pngfile", "dump": "-dump"}
 
 
-def _check_writable(paths: List[str]):
-    for path in paths:
-        d = os.path.dirname(os.path.abspath(path)) or "."
-        if not os.path.isdir(d):
-            raise InputError(f"{path}: output directory does not exist")
-        if not os.access(d, os.W_OK):
-            raise InputError(f"{path}: output directory is not writable")
-        if os.path.isdir(path):
-            raise InputError(f"{path}: is a directory")
-
-
-def _check_distinct(files: Dict[str, str]):
-    """Two outputs may not be the same file (the later would silently replace the earlier)."""
-    seen: Dict[str, str] = {}
-    for key, path in files.items():
-        real = os.path.normcase(os.path.realpath(path))
-        if real in seen:
-            raise InputError(f"{OUTPUT_FLAG[seen[real]]} and {OUTPUT_FLAG[key]} both write {path}")
-        seen[real] = key
-
-
 @dataclasses.dataclass
 class Prepared:
     """A command line checked and resolved, ready to render: everything :func:`run` does before the
@@ -125,11 +102,11 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
         files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
     if setup.outputs.get("png"):
         files["png"] = setup.outputs["png"]
-    _check_writable(list(files.values()))
+    common.check_writable(list(files.values()))
     written = dict(files)
     if info["hkl"] is not None and info["grid"] is not None:
         written["dump"] = info["dumpfile"]
-    _check_distinct(written)
+    common.check_distinct(written, OUTPUT_FLAG)
     cfg = setup.config
     for flag in ("trace_pixel", "printout_pixel"):
         if opts[flag] is not None:
@@ -280,110 +257,12 @@ def _render(setup, progress: bool, stream=None):
                                                 _stage("values", _values_stage, (cfg, chunk), (params, start))))
             if bar is not None:
                 bar.update(min(start + chunk, n_pix))
-            _checkpoint()
+            common.checkpoint()
     finally:
         if bar is not None:
             bar.close()
     values = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate(xs)[:n_pix]), *parts)
     return np.asarray(_stage("finish", _finish_stage, (cfg,), (params, values)))
-
-
-class _Deferred:
-    """Hold SIGINT/SIGTERM back while the output files are renamed into place (a few milliseconds), so
-    that an interrupt cannot leave some outputs new and others old; ``pending`` lists what arrived."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self):
-        self.pending: List[int] = []
-        self.old = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self.old[sig] = signal.signal(sig, lambda n, _f: self.pending.append(n))
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
-        return False
-
-
-def _write_outputs(items, out) -> bool:
-    """Write ``[(path, bytes, optional)]`` all-or-nothing: every file is staged to a temporary first
-    (an error or interrupt then removes them all), then all are renamed into place with interrupts held
-    back. A failure to stage an ``optional`` file is a warning. Returns whether an interrupt arrived
-    during the renames."""
-    from ..io import _common
-    staged = []
-    try:
-        for path, blob, optional in items:
-            try:
-                staged.append((_common.stage(path, [blob]), path))
-            except InputError as e:
-                if not optional:
-                    raise
-                print(f"WARNING: unable to write {path}: {e}", file=out)
-        _checkpoint()
-        with _Deferred() as deferred:
-            while staged:
-                tmp, path = staged[0]
-                _common.commit(tmp, path)
-                staged.pop(0)
-        return bool(deferred.pending)
-    finally:
-        for tmp, _ in staged:
-            _common.discard(tmp)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so that the same clean-up as for Ctrl-C runs."""
-
-
-class _Signals:
-    """SIGINT and SIGTERM during :func:`main`: the first one is recorded and acted on at the next safe point
-    (:func:`_checkpoint`: between render chunks, before the outputs are written), because interrupting the
-    XLA compiler or runtime in the middle of a call can crash the process when it exits. A second signal
-    interrupts at once."""
-
-    active: "Optional[_Signals]" = None
-
-    def __init__(self):
-        self.pending: Optional[int] = None
-        self.old = {}
-
-    @staticmethod
-    def _raise(signum):
-        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def _handler(self, signum, _frame):
-        if self.pending is not None:
-            self._raise(signum)
-        self.pending = signum
-
-    def check(self):
-        if self.pending is not None:
-            signum, self.pending = self.pending, None
-            self._raise(signum)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.old[sig] = signal.signal(sig, self._handler)
-            _Signals.active = self
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
-        if _Signals.active is self:
-            _Signals.active = None
-        return False
-
-
-def _checkpoint():
-    """Act on a signal recorded by :class:`_Signals` (no-op outside :func:`main`)."""
-    if _Signals.active is not None:
-        _Signals.active.check()
 
 
 def run(argv: List[str], out=None, err=None) -> int:
@@ -440,10 +319,10 @@ def _run(argv, out, err) -> int:
         s, f = opts["trace_pixel"] if opts["trace_pixel"] is not None else opts["printout_pixel"][::-1]
         trace_pixel(setup, int(s), int(f), out)
     out.flush()
-    _checkpoint()
+    common.checkpoint()
     t0 = time.perf_counter()
     image = _render(setup, opts["progress"], err)
-    _checkpoint()
+    common.checkpoint()
     image32 = image.astype(np.float32)
     bad = int(np.count_nonzero(~np.isfinite(image32)))
     if bad:
@@ -496,8 +375,8 @@ def _run(argv, out, err) -> int:
         writes.append((info["dumpfile"], io.fdump.fdump_bytes(info["grid"]), True))
     writes += [(files[key], blobs[key], False) for key in ("float", "int", "pgm", "png", "noise")
                if key in blobs]
-    _checkpoint()
-    interrupted = _write_outputs(writes, out)
+    common.checkpoint()
+    interrupted = common.write_outputs(writes, out)
     for path, blob, optional in writes:
         if optional:
             if os.path.exists(path):
@@ -519,63 +398,13 @@ def main(argv: Optional[List[str]] = None) -> int:
               "       jaxbragg -demo        (render a built-in example)\n"
               "see specs/cli.md for every flag", file=sys.stderr)
         return 2
-    try:
-        with _Signals():
-            return run(argv)
-    except InputError as e:
-        print(f"jaxbragg: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except _Terminated:
-        print("jaxbragg: terminated; no output written", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("jaxbragg: interrupted; no output written", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # the reader of our standard output went away (`jaxbragg ... | head`): stop quietly, like the
-        # reference killed by SIGPIPE; nothing has been written
-        _silence_stdout()
-        return 128 + signal.SIGPIPE
-    except MemoryError:
-        print("jaxbragg: error: out of memory; use a smaller -tile or detector, or lower -max_memory_gb",
-              file=sys.stderr)
-        return 2
-    except Exception as e:  # an internal error: one line, no traceback (JAXBRAGG_DEBUG=1 shows it)
-        if os.environ.get("JAXBRAGG_DEBUG"):
-            raise
-        print(f"jaxbragg: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
-        return 1
+    return common.guarded("jaxbragg", lambda: run(argv),
+                          "use a smaller -tile or detector, or lower -max_memory_gb")
 
 
 def entry() -> None:  # pragma: no cover - exercised by the installed ``jaxbragg`` command
-    """Console entry point: :func:`main`, then a prompt exit.
-
-    Every output file is complete and closed when :func:`main` returns; we flush the standard streams and
-    end the process with ``os._exit``, skipping the interpreter's teardown of JAX's runtime (about 0.15 s
-    of a 1.5 s warm run).
-    """
-    code = main()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):     # a closed pipe or stream: nothing more to say
-            pass
-    os._exit(code)
-
-
-def _silence_stdout() -> None:
-    """Point standard output at /dev/null, so that flushing it at exit cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def _one_line(e: BaseException) -> str:
-    """The message of ``e`` on one line (a file name may hold a newline)."""
-    return " ".join(str(e).splitlines())
+    """Console entry point: :func:`main`, then a prompt exit (:func:`jaxbragg.cli.common.exit_now`)."""
+    common.exit_now(main())
 
 
 if __name__ == "__main__":  # pragma: no cover
