@@ -1,5 +1,5 @@
 """``python -m jaxbragg`` runs the command line."""
-from .cli import entry
+from ._entry import jaxbragg
 
 if __name__ == "__main__":
-    entry()
+    jaxbragg()

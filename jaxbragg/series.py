@@ -34,6 +34,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from .cli import common
 from .errors import InputError
 
 RTD = 180.0 / math.pi
@@ -41,7 +42,9 @@ PROG = "jaxbragg-series"
 _OUTPUT_FLAGS = ("-floatfile", "-floatimage", "-intfile", "-intimage", "-pgmfile", "-pgmimage",
                  "-noisefile", "-noiseimage", "-pngfile")
 #: Settings that change an image; a resumed run must agree on them (``--frames``/``--count`` may grow).
-_MANIFEST_KEYS = ("mode", "start_phi", "osc", "seed", "format", "first_number", "digits", "flags")
+_MANIFEST_KEYS = ("mode", "start_phi", "osc", "seed", "format", "first_number", "digits", "flags", "inputs")
+#: The most frames or shots one series may have (its file list and bookkeeping are built up front).
+MAX_IMAGES = 1_000_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +111,13 @@ def parse_args(argv: List[str]):
         raise InputError("--digits: at most 12")
     if opts.first_number < 0:
         raise InputError("--first-number: must be >= 0")
+    n = opts.frames if opts.mode == "rotation" else opts.count
+    flag = "--frames" if opts.mode == "rotation" else "--count"
+    if n > MAX_IMAGES:
+        raise InputError(f"{flag}: {n} images is more than the limit of {MAX_IMAGES} per series")
+    if opts.first_number + n - 1 >= 10 ** opts.digits:
+        raise InputError(f"{flag}/--digits: file numbers up to {opts.first_number + n - 1} do not fit "
+                         f"in {opts.digits} digits")
     return opts, argv[i + 1:]
 
 
@@ -145,9 +155,42 @@ def _check_manifest(path: str, manifest: dict, overwrite: bool):
     except (OSError, ValueError):
         raise InputError(f"{path}: unreadable series manifest; remove it or use --overwrite")
     changed = [k for k in _MANIFEST_KEYS if old.get(k) != manifest.get(k)]
+    if changed == ["inputs"] and isinstance(old.get("inputs"), dict):
+        edited = [f"{flag} {rec['path']}" for flag, rec in manifest["inputs"].items()
+                  if old["inputs"].get(flag) != rec]
+        edited += [f"{flag}" for flag in old["inputs"] if flag not in manifest["inputs"]]
+        raise InputError(f"{path}: input files changed since these files were rendered "
+                         f"({', '.join(edited)}); restore them, or use another --prefix or --overwrite")
     if changed:
         raise InputError(f"{path}: these files were rendered with different settings ({', '.join(changed)});"
                          f" use another --prefix or --overwrite")
+
+
+def _input_digests(parsed, info) -> dict:
+    """SHA-256 of every input file the command reads, keyed by its flag (see
+    :func:`jaxbragg.cli.input_files`): a resumed series must read what the first run read."""
+    import hashlib
+    from .cli import input_files
+    from .io._common import read_bytes
+    record = {}
+    for flag, path in input_files(parsed, info).items():
+        record[flag] = {"path": path, "sha256": hashlib.sha256(read_bytes(path, "input file")).hexdigest()}
+    return record
+
+
+def _check_names_against_inputs(opts, inputs):
+    """No file the series writes (images ``PREFIX_NNNNN.img|bin``, sidecars ``.json``, the manifest
+    ``PREFIX.series.json``) may be one of its inputs: an input whose resolved path lies in the series'
+    directory with a name of that form is refused."""
+    from .io._common import same_file
+    stem = re.escape(os.path.basename(opts.prefix))
+    pattern = re.compile(rf"{stem}_\d{{{opts.digits},}}\.(img|bin|json)|{stem}\.series\.json")
+    directory = os.path.dirname(os.path.abspath(opts.prefix))
+    for flag, rec in inputs.items():
+        real = os.path.realpath(rec["path"])
+        if pattern.fullmatch(os.path.basename(real)) and same_file(os.path.dirname(real), directory):
+            raise InputError(f"--prefix {opts.prefix}: the series would overwrite the input file of {flag} "
+                             f"({rec['path']})")
 
 
 def _misset_rotation(parsed, setup, cwd):
@@ -225,8 +268,10 @@ def run(argv: List[str], out=None, err=None) -> int:
     manifest = {"mode": opts.mode, "start_phi": getattr(opts, "start_phi", None),
                 "osc": getattr(opts, "osc", None), "seed": getattr(opts, "seed", None),
                 "format": opts.format, "first_number": opts.first_number, "digits": opts.digits,
-                "flags": list(nb_argv), "count": n}
+                "flags": list(nb_argv), "count": n, "inputs": _input_digests(parsed, setup.info)}
     manifest_path = f"{opts.prefix}.series.json"
+    common.check_writable([names[0], names[-1], manifest_path])
+    _check_names_against_inputs(opts, manifest["inputs"])
     _check_manifest(manifest_path, manifest, opts.overwrite)
     try:
         mesh = batch.make_mesh(pixels=opts.pixel_split)
@@ -299,19 +344,22 @@ def run(argv: List[str], out=None, err=None) -> int:
     try:
         for g0 in range(0, len(todo), group):
             ks = todo[g0:g0 + group]
-            images = batch.render_sharded(cfg, stack(ks), mesh=mesh, keep_padding=True)
-            for j, image in batch.local_images(images):   # this process's images only
+            with common.critical():     # a signal is acted on between groups, never inside XLA
+                images = batch.render_sharded(cfg, stack(ks), mesh=mesh, keep_padding=True)
+                local = [(j, np.asarray(image)) for j, image in batch.local_images(images)]
+            for j, image in local:   # this process's images only
                 if j < len(ks):
                     write(ks[j], image)
                     written += 1
             if bar is not None:
                 bar.update(min(g0 + group, len(todo)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if bar is not None:
             bar.close()
-        print(f"{PROG}: interrupted after writing {written} of {len(todo)} files; run the same command "
+        word, code = (("terminated", 143) if isinstance(stop, common.Terminated) else ("interrupted", 130))
+        print(f"{PROG}: {word} after writing {written} of {len(todo)} files; run the same command "
               f"again to render the rest", file=err)
-        return 130
+        return code
     if bar is not None:
         bar.close()
     say(f"rendered {len(todo)} images")
@@ -339,22 +387,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv:
         print(USAGE, file=sys.stderr)
         return 2
-    try:
-        return run(argv)
-    except InputError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except SystemExit as e:          # --help
-        return int(e.code or 0)
-    except MemoryError:
-        print(f"{PROG}: error: out of memory; use a smaller --batch or -tile", file=sys.stderr)
-        return 2
-    except Exception as e:  # an internal error: one line, no traceback (JAXBRAGG_DEBUG=1 shows it)
-        if os.environ.get("JAXBRAGG_DEBUG"):
-            raise
-        print(f"{PROG}: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-              file=sys.stderr)
-        return 1
+
+    def body() -> int:
+        try:
+            return run(argv)
+        except SystemExit as e:          # --help
+            return int(e.code or 0)
+
+    return common.guarded(PROG, body, "use a smaller --batch or -tile")
 
 
 if __name__ == "__main__":  # pragma: no cover

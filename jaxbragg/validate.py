@@ -188,3 +188,24 @@ def _check_placement(config, leaves) -> None:
     if not (math.isfinite(close) and close > 0):
         raise PhysicsError("distance", f"the detector plane passes through or behind the sample "
                                        f"(close distance {close:g} m)")
+
+
+def cell_angles_problem(angles) -> Optional[str]:
+    """Why three cell angles (radians) cannot belong to any real cell, or None when they can.
+
+    Three edge directions exist with these mutual angles only when the metric's determinant
+    ``1 - cos^2 al - cos^2 be - cos^2 ga + 2 cos al cos be cos ga`` is positive: each angle below 180 deg,
+    below the sum of the other two, and the three together below 360 deg. (The reference's volume takes
+    the absolute value of that quantity, so such a cell renders from a lattice that cannot exist.)
+    """
+    al, be, ga = (float(x) for x in angles)
+    deg = [x * 180.0 / math.pi for x in (al, be, ga)]
+    shown = " ".join(f"{d:g}" for d in deg)
+    if not all(0.0 < x < math.pi for x in (al, be, ga)):
+        return f"cell angles {shown} deg: each must lie strictly between 0 and 180 deg"
+    ca, cb, cg = math.cos(al), math.cos(be), math.cos(ga)
+    gram = 1.0 - ca * ca - cb * cb - cg * cg + 2.0 * ca * cb * cg
+    if not gram > -1e-12:    # a flat cell (gram ~ 0, e.g. 120 120 120) is the volume check's to report
+        return (f"cell angles {shown} deg cannot form a cell (each angle must be less than the sum of "
+                f"the other two, and the three together less than 360 deg)")
+    return None

@@ -401,6 +401,27 @@ def test_stage_that_loads_but_fails_to_run_is_replaced(tmp_path, monkeypatch):
     (stage,) = tmp_path.glob("t-*.xla")
     stages._LOADED.clear()
     stage.write_bytes(b"stale")
-    monkeypatch.setattr(stages, "_load", lambda path: Broken())
+    monkeypatch.setattr(stages, "_load", lambda path, key: Broken())
     assert list(np.asarray(stages.call("t", double, (2.0,), treedef, leaves))) == [0.0, 2.0, 4.0]
     assert stage.read_bytes() != b"stale"
+
+
+def test_stage_file_of_another_key_is_not_loaded(tmp_path, monkeypatch):
+    """A stage file is trusted by the key it carries, not by its name: a stage compiled for another
+    configuration, renamed to this configuration's file name, must not be used."""
+    import jax
+    import jax.numpy as jnp
+    from jaxbragg.cli import stages
+
+    def scale(k, tree):
+        return tree["x"] * k
+
+    monkeypatch.setattr(stages, "_STAGE_DIR", str(tmp_path))
+    leaves, treedef = jax.tree_util.tree_flatten({"x": jnp.arange(3.0)})
+    stages._LOADED.clear()
+    assert list(np.asarray(stages.call("t", scale, (3.0,), treedef, leaves))) == [0.0, 3.0, 6.0]
+    (three,) = tmp_path.glob("t-*.xla")
+    key_two = stages._key("t", (2.0,), treedef, [np.asarray(x) for x in leaves])
+    three.rename(tmp_path / f"t-{key_two}.xla")          # the x3 stage now sits under the x2 key
+    stages._LOADED.clear()
+    assert list(np.asarray(stages.call("t", scale, (2.0,), treedef, leaves))) == [0.0, 2.0, 4.0]

@@ -90,7 +90,11 @@ def test_resume_renders_only_missing_or_broken_files(cwd, capsys):
 
 
 def test_interrupted_run_leaves_complete_files_and_resumes(cwd, capsys, monkeypatch):
-    argv = ["shots", "--count", "3", "--seed", "1", "--prefix", "s", "--batch", "1", "--", *FLAGS]
+    # one call renders one image per device (--batch 1 is rounded up to the device count), so the series
+    # has three calls' worth of images whatever the host's device count, and the second call is interrupted
+    import jax
+    per_call = jax.device_count()
+    argv = ["shots", "--count", str(3 * per_call), "--seed", "1", "--prefix", "s", "--batch", "1", "--", *FLAGS]
     real = batch.render_sharded
     calls = []
 
@@ -102,15 +106,42 @@ def test_interrupted_run_leaves_complete_files_and_resumes(cwd, capsys, monkeypa
 
     monkeypatch.setattr(batch, "render_sharded", flaky)
     rc, out, err = run(argv, capsys)
-    assert rc == 130 and "interrupted after writing 1 of 3 files" in err
-    assert listing(cwd) == ["s.series.json", "s_00001.img", "s_00001.json"]     # no partial files
+    assert rc == 130 and f"interrupted after writing {per_call} of {3 * per_call} files" in err
+    first = sorted([f"s_{k:05d}.img" for k in range(1, per_call + 1)] + [f"s_{k:05d}.json" for k in range(1, per_call + 1)])
+    assert listing(cwd) == ["s.series.json"] + first     # no partial files
     monkeypatch.setattr(batch, "render_sharded", real)
     rc, out, err = run(argv, capsys)
-    assert rc == 0 and "1 already done; rendering 2" in out
+    assert rc == 0 and f"{per_call} already done; rendering {2 * per_call}" in out
     resumed = {n: (cwd / n).read_bytes() for n in listing(cwd)}
     rc, _, _ = run(argv[:-len(FLAGS) - 1] + ["--overwrite", "--", *FLAGS], capsys)
     assert rc == 0
     assert {n: (cwd / n).read_bytes() for n in listing(cwd)} == resumed
+
+
+def test_resume_refuses_an_edited_input_file(cwd, capsys):
+    """The manifest keeps a digest of every input file: editing the -hkl file between an interrupted
+    run and its resumption would mix frames of two structures."""
+    (cwd / "P1.hkl").write_text("0 0 1 100\n1 0 0 50\n")
+    argv = ["rotation", "--frames", "1", "--osc", "1", "--prefix", "r", "--", *FLAGS, "-hkl", "P1.hkl"]
+    rc, out, err = run(argv, capsys)
+    assert rc == 0, err
+    more = ["rotation", "--frames", "2", "--osc", "1", "--prefix", "r", "--", *FLAGS, "-hkl", "P1.hkl"]
+    (cwd / "P1.hkl").write_text("0 0 1 100\n1 0 0 60\n")
+    before = listing(cwd)
+    rc, out, err = run(more, capsys)
+    assert rc == 2 and "input files changed" in err and "-hkl P1.hkl" in err, err
+    assert listing(cwd) == before
+    (cwd / "P1.hkl").write_text("0 0 1 100\n1 0 0 50\n")          # restored: the series resumes
+    rc, out, err = run(more, capsys)
+    assert rc == 0 and "1 already done; rendering 1" in out, err
+
+
+def test_series_refuses_to_overwrite_its_input(cwd, capsys):
+    (cwd / "r_00001.img").write_bytes(b"not an image")
+    argv = ["rotation", "--frames", "1", "--osc", "1", "--prefix", "r", "--", *FLAGS, "-mask", "r_00001.img"]
+    rc, out, err = run(argv, capsys)
+    assert rc == 2 and err.startswith("jaxbragg-series: error: ")
+    assert (cwd / "r_00001.img").read_bytes() == b"not an image"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -120,6 +151,8 @@ def test_interrupted_run_leaves_complete_files_and_resumes(cwd, capsys, monkeypa
     (ROT + ["--", *FLAGS, "-floatfile", "x.bin"], "-floatfile: jaxbragg-series names its files"),
     (["rotation", "--frames", "2", "--osc", "0", "--prefix", "r", "--", *FLAGS], "--osc: "),
     (["rotation", "--frames", "0", "--osc", "1", "--prefix", "r", "--", *FLAGS], "--frames"),
+    (["rotation", "--frames", "1000000000000", "--osc", "1", "--prefix", "r", "--", *FLAGS], "--frames: "),
+    (["shots", "--count", "100000", "--prefix", "s", "--digits", "4", "--", *FLAGS], "--count/--digits"),
     (["shots", "--count", "2", "--seed", "-3", "--prefix", "s", "--", *FLAGS], "--seed: must be >= 0"),
     (["shots", "--count", "2", "--prefix", "nodir/s", "--", *FLAGS], "does not exist"),
     (["shots", "--count", "2", "--prefix", "s", "--pixel-split", "3", "--", *FLAGS], "--pixel-split"),

@@ -71,6 +71,19 @@ OUTPUT_FLAG = {"float": "-floatfile", "int": "-intfile", "pgm": "-pgmfile", "noi
                "png": "-pngfile", "dump": "-dump"}
 
 
+#: The flags whose value names a file the run reads.
+INPUT_FLAGS = ("-hkl", "-mat", "-matrix", "-img", "-mask", "-sourcefile")
+
+
+def input_files(parsed, info) -> Dict[str, str]:
+    """Every file the run reads, keyed by the flag that names it (the ``Fdump.bin`` cache read when there
+    is no ``-hkl`` under ``-dump``'s name): no output may be one of them."""
+    inputs = {name: values[0] for name, values in parsed if name in INPUT_FLAGS}
+    if info.get("fdump_used"):
+        inputs["the structure-factor cache (no -hkl)"] = info["fdump_used"]
+    return inputs
+
+
 @dataclasses.dataclass
 class Prepared:
     """A command line checked and resolved, ready to render: everything :func:`run` does before the
@@ -106,7 +119,7 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
     written = dict(files)
     if info["hkl"] is not None and info["grid"] is not None:
         written["dump"] = info["dumpfile"]
-    common.check_distinct(written, OUTPUT_FLAG)
+    common.check_distinct(written, OUTPUT_FLAG, input_files(parsed, info))
     cfg = setup.config
     for flag in ("trace_pixel", "printout_pixel"):
         if opts[flag] is not None:
@@ -224,7 +237,8 @@ def _stage(name, fn, static, tree):
     """Run a compiled stage (see :mod:`jaxbragg.cli.stages`)."""
     import jax
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return stages.call(name, fn, static, treedef, leaves)
+    with common.critical():     # a signal is acted on when the XLA call has returned
+        return stages.call(name, fn, static, treedef, leaves)
 
 
 def _render(setup, progress: bool, stream=None):

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import sys
@@ -20,24 +22,27 @@ from ..errors import InputError
 
 
 def check_writable(paths: List[str]):
+    """Every output path can be written the way :func:`jaxbragg.io._common.stage` writes it (a regular
+    file or a new one, through symlinks; a character device written through; never a directory, FIFO,
+    block device or socket; a name the file system accepts) — checked before any work is done."""
+    from ..io import _common
     for path in paths:
-        d = os.path.dirname(os.path.abspath(path)) or "."
-        if not os.path.isdir(d):
-            raise InputError(f"{path}: output directory does not exist")
-        if not os.access(d, os.W_OK):
-            raise InputError(f"{path}: output directory is not writable")
-        if os.path.isdir(path):
-            raise InputError(f"{path}: is a directory")
+        _common.check_output(path)
 
 
-def check_distinct(files: Dict[str, str], flags: Dict[str, str]):
-    """Two outputs may not be the same file (the later would silently replace the earlier)."""
-    seen: Dict[str, str] = {}
-    for key, path in files.items():
-        real = os.path.normcase(os.path.realpath(path))
-        if real in seen:
-            raise InputError(f"{flags[seen[real]]} and {flags[key]} both write {path}")
-        seen[real] = key
+def check_distinct(files: Dict[str, str], flags: Dict[str, str], inputs: Optional[Dict[str, str]] = None):
+    """No two outputs may be the same file (the later would silently replace the earlier), and no output
+    may be one of the run's inputs (``inputs`` maps a flag to the file it reads). Paths are compared
+    after resolving symlinks and ``..``, and by inode (hard links)."""
+    from ..io import _common
+    named = list(files.items())
+    for i, (key, path) in enumerate(named):
+        for other, earlier in named[:i]:
+            if _common.same_file(path, earlier):
+                raise InputError(f"{flags[other]} and {flags[key]} both write {path}")
+        for flag, source in (inputs or {}).items():
+            if source is not None and _common.same_file(path, source):
+                raise InputError(f"{flags[key]} {path} would overwrite the input file of {flag}")
 
 
 class Deferred:
@@ -78,13 +83,13 @@ def write_outputs(items, out) -> bool:
         checkpoint()
         with Deferred() as deferred:
             while staged:
-                tmp, path = staged[0]
-                _common.commit(tmp, path)
+                item, path = staged[0]
+                _common.commit(item, path)
                 staged.pop(0)
         return bool(deferred.pending)
     finally:
-        for tmp, _ in staged:
-            _common.discard(tmp)
+        for item, _ in staged:
+            _common.discard(item)
 
 
 class Terminated(KeyboardInterrupt):
@@ -92,15 +97,19 @@ class Terminated(KeyboardInterrupt):
 
 
 class Signals:
-    """SIGINT and SIGTERM during :func:`main`: the first one is recorded and acted on at the next safe point
-    (:func:`checkpoint`: between render chunks, before the outputs are written), because interrupting the
-    XLA compiler or runtime in the middle of a call can crash the process when it exits. A second signal
+    """SIGINT and SIGTERM while a program runs (:func:`guarded`).
+
+    Outside a :func:`critical` section a signal interrupts at once (reading a blocked input, waiting on
+    a FIFO, importing JAX): one signal is always enough. Inside one (a call into the XLA compiler or
+    runtime, which can crash the process at exit when an exception unwinds through it) the first signal
+    is recorded and acted on when the section ends or at the next :func:`checkpoint`; a second one
     interrupts at once."""
 
     active: "Optional[Signals]" = None
 
     def __init__(self):
         self.pending: Optional[int] = None
+        self.depth = 0
         self.old = {}
 
     @staticmethod
@@ -108,7 +117,8 @@ class Signals:
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     def _handler(self, signum, _frame):
-        if self.pending is not None:
+        if self.depth == 0 or self.pending is not None:
+            self.pending = None
             self._raise(signum)
         self.pending = signum
 
@@ -133,11 +143,31 @@ class Signals:
 
 
 def checkpoint():
-    """Act on a signal recorded by :class:`Signals` (no-op outside :func:`main`)."""
+    """Act on a signal recorded by :class:`Signals` during a :func:`critical` section (no-op outside
+    :func:`guarded`)."""
     if Signals.active is not None:
         Signals.active.check()
 
 
+@contextlib.contextmanager
+def critical():
+    """A section during which the first SIGINT/SIGTERM is held back until the section ends (see
+    :class:`Signals`); sections nest."""
+    active = Signals.active
+    if active is None:
+        yield
+        return
+    active.depth += 1
+    try:
+        yield
+    finally:
+        active.depth -= 1
+    if active.depth == 0:
+        active.check()
+
+
+#: Errors of writing a standard stream that end a run as an ordinary error (status 2).
+_STREAM_ERRORS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EBADF}
 
 
 def guarded(prog: str, body: Callable[[], int], memory_hint: str) -> int:
@@ -149,7 +179,9 @@ def guarded(prog: str, body: Callable[[], int], memory_hint: str) -> int:
     """
     try:
         with Signals():
-            return body()
+            code = body()
+            sys.stdout.flush()      # a full or failing standard output is reported here, not lost
+            return code
     except InputError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
@@ -168,6 +200,12 @@ def guarded(prog: str, body: Callable[[], int], memory_hint: str) -> int:
         print(f"{prog}: error: out of memory; {memory_hint}", file=sys.stderr)
         return 2
     except Exception as e:  # an internal error: one line, no traceback (JAXBRAGG_DEBUG=1 shows it)
+        if isinstance(e, OSError) and e.errno in _STREAM_ERRORS:
+            # reading and writing files report their own errors (InputError); what is left is a standard
+            # stream itself: a full disk, a quota, an I/O error — an ordinary error, not an internal one
+            silence_stdout()
+            print(f"{prog}: error: cannot write to standard output: {e.strerror or e}", file=sys.stderr)
+            return 2
         if os.environ.get("JAXBRAGG_DEBUG"):
             raise
         print(f"{prog}: internal error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)

@@ -30,7 +30,7 @@ from .. import beam as beam_mod
 from .. import crystal, geometry, io, resources, rng
 from ..errors import InputError, PhysicsError
 from ..simulate import Params, SimConfig
-from ..validate import validate
+from .. import validate
 
 RTD = 180.0 / math.pi
 
@@ -186,6 +186,29 @@ class _State:
 
 #: Header keys read by :func:`_apply_header` that must be positive when present.
 _POSITIVE_HEADER_KEYS = ("PIXEL_SIZE", "WAVELENGTH")
+
+
+def _check_not_edge_on(st: "_State", frame, beam_v, distance: float) -> None:
+    """The placed detector (after -twotheta and every rotation) may not lie along the beam: a plane
+    parallel to the beam, or one through the sample, makes the C divide by a rounding leftover.
+
+    The tolerance is relative (|cos| of the angle between beam and detector normal, and the close
+    distance over the requested distance, below ``validate.PARALLEL_TOLERANCE``), so the 6e-17 of
+    cos(90 deg) and the 1e-13 m left by 89.9999999999 deg are caught, not only an exact zero. A curved
+    detector (a sphere about the sample) may face any way, but not from a plane through the sample."""
+    from ..validate import PARALLEL_TOLERANCE
+    named = [f for f, on in (("-twotheta", st.twotheta != 0.0),
+                             ("-detector_rotx/-detector_roty/-detector_rotz", any(r != 0.0 for r in st.rot)),
+                             ("-pix0_vector", st.pix0 is not None)) if on] or ["-fdet_vector/-sdet_vector/-odet_vector"]
+    odet = np.asarray(frame["odet"], float)
+    cos = float(np.dot(beam_v, odet) / (np.linalg.norm(beam_v) * np.linalg.norm(odet)))
+    if abs(cos) < PARALLEL_TOLERANCE and not st.curved:
+        raise InputError(f"{' and '.join(named)}: the detector is edge-on to the beam (its plane is parallel "
+                         f"to the beam direction)")
+    close = float(frame["close_distance"])
+    if abs(close) <= PARALLEL_TOLERANCE * abs(distance):
+        raise InputError(f"{' and '.join(named)}: the detector plane passes through the sample "
+                         f"(close distance {close:.3g} m)")
 
 
 def _apply_header(st: _State, path: str, is_mask: bool, cwd: str = "."):
@@ -599,6 +622,7 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
                                    st.twotheta, pivot, np.array(center), dist_param, st.pix0)
     final_close = float(frame["close_distance"])
     final_distance = float(frame["distance"])
+    _check_not_edge_on(st, frame, beam_v, dist_param)
     if not (math.isfinite(final_close) and math.isfinite(final_distance)):
         raise InputError("-distance/-pix0_vector/-Xbeam/-Ybeam: the detector position is not finite")
     if final_close <= 0 and not st.curved:
@@ -622,6 +646,9 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
             raise InputError("-cell: cell lengths must be positive")
         if not (1e-5 <= min(a, b_, c_) and max(a, b_, c_) <= 1e10):
             raise InputError(f"-cell: cell lengths must lie between 1e-5 and 1e10 A, got {a:g} {b_:g} {c_:g}")
+        impossible = validate.cell_angles_problem(angles)
+        if impossible:
+            raise InputError(f"-cell: {impossible}")
         with np.errstate(all="ignore"):
             shape_factor = float(crystal.cell_volume(np.array([1.0, 1.0, 1.0] + angles)))
         if not shape_factor > 1e-6:     # V / (a b c): 1 for right angles, 0 for coplanar edges (the
@@ -633,7 +660,13 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
             raise InputError("-cell: these angles give no valid reciprocal cell")
         lengths = cell[:3] * 1e-10
     if st.matfile is not None:
-        recip = io.read_mat(os.path.join(cwd, st.matfile)) / st.lambda0
+        matrix = io.read_mat(os.path.join(cwd, st.matfile))       # dimensionless: a* x lambda, ...
+        with np.errstate(all="ignore"):
+            recip = matrix / st.lambda0
+        if not np.all(np.isfinite(recip)):
+            rough = st.lambda0 * 1e10 / np.max(np.abs(matrix))   # A, to the order of magnitude
+            raise InputError(f"-mat: matrix elements up to {np.max(np.abs(matrix)):.3g} give cell edges near "
+                             f"{rough:.1g} A, outside 1e-5 .. 1e10 A")
     misset = (0.0, 0.0, 0.0)
     misset_info = None
     if st.misset == "random":
@@ -645,9 +678,14 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         recip = geometry.rotate_xyz(recip, np.array(misset))
     with np.errstate(all="ignore"):
         lattice = crystal.lattice_from_reciprocal(recip, lengths)
+        edges = np.linalg.norm(lattice, axis=1) * 1e10       # A
+    which = '-mat' if st.matfile is not None and st.cell is None else '-cell'
+    if st.cell is None and np.all(np.isfinite(edges)) and not (1e-5 <= edges.min() and edges.max() <= 1e10):
+        raise InputError(f"{which}: the matrix gives cell edges of {edges[0]:.3g} {edges[1]:.3g} "
+                         f"{edges[2]:.3g} A, outside 1e-5 .. 1e10 A (is the matrix in 1/A, times the "
+                         f"wavelength, as MOSFLM writes it?)")
     if not np.all(np.isfinite(lattice)) or not abs(float(np.linalg.det(lattice))) > 0:
-        raise InputError(f"{'-mat' if st.matfile is not None and st.cell is None else '-cell'}: "
-                         "the unit cell cannot be computed (zero volume or out of range)")
+        raise InputError(f"{which}: the unit cell cannot be computed (zero volume or out of range)")
     cell_len = np.linalg.norm(lattice, axis=1)
     Na, Nb, Nc = st.Na, st.Nb, st.Nc
     for axis, flag in enumerate(("-xtal_thick/-samplesize", "-xtal_width/-samplesize",
@@ -776,7 +814,7 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         mask=arr(mask_data != 0) if mask_data is not None else None)
 
     try:
-        validate(cfg, params)
+        validate.validate(cfg, params)
     except PhysicsError as e:      # name the flags behind the parameter
         raise InputError(f"{_PARAM_FLAGS.get(e.param, e.param)}: {e.detail} ({e.param})") from e
 

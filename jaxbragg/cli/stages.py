@@ -8,7 +8,7 @@ the static ``SimConfig`` and chunk size, the structure, shapes and dtypes of the
 jaxlib versions, a digest of this package's source and the processor (an executable holds machine code
 for the CPU it was compiled on). A later run with the same key loads it instead of tracing, lowering
 and looking up the cache (tens of milliseconds instead of hundreds). A stage file is always made by a
-real compilation (see :func:`_compile`); a file that cannot be read, loaded or run is replaced, so any
+real compilation (see :func:`_compile`) and carries its key, checked when it is loaded; a file that cannot be read, loaded or run is replaced, so any
 failure only costs that speed. The files are pickles (as JAX's own executable serialization is), so the
 cache directory must be as trusted as the user's home.
 """
@@ -89,14 +89,18 @@ def _compile(flat, leaves):
         jax.config.update("jax_enable_compilation_cache", old)
 
 
-def _store(path, compiled) -> None:
-    """Write a stage file atomically; failing to write only costs speed."""
+#: First bytes of a stage file (the format: this tag, then a pickle of ``{"key": KEY, "exe": ...}``).
+_MAGIC = b"jaxbragg-stage-1\n"
+
+
+def _store(path, key, compiled) -> None:
+    """Write a stage file atomically, carrying its own ``key``; failing to write only costs speed."""
     import pickle
     from jax.experimental import serialize_executable as se
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        Path(tmp).write_bytes(pickle.dumps(se.serialize(compiled)))
+        Path(tmp).write_bytes(_MAGIC + pickle.dumps({"key": key, "exe": se.serialize(compiled)}))
         os.replace(tmp, path)
     except Exception:             # unwritable or full: this run is unaffected
         try:
@@ -105,12 +109,20 @@ def _store(path, compiled) -> None:
             pass
 
 
-def _load(path):
-    """The executable in a stage file, or ``None`` if it is missing, unreadable or from elsewhere."""
+def _load(path, key):
+    """The executable in a stage file, or ``None`` if it is missing, unreadable, from elsewhere, or made
+    for another key (a file is trusted by the key it carries, not by its name: a stage of another
+    configuration copied or renamed under this key is not loaded)."""
     import pickle
     from jax.experimental import serialize_executable as se
     try:
-        return se.deserialize_and_load(*pickle.loads(Path(path).read_bytes()))
+        raw = Path(path).read_bytes()
+        if not raw.startswith(_MAGIC):
+            return None
+        record = pickle.loads(raw[len(_MAGIC):])
+        if not isinstance(record, dict) or record.get("key") != key:
+            return None
+        return se.deserialize_and_load(*record["exe"])
     except Exception:
         return None
 
@@ -129,10 +141,10 @@ def call(name, fn, static, treedef, leaves):
     key = _key(name, static, treedef, leaves)
     path = os.path.join(_STAGE_DIR, f"{name}-{key}.xla")
     compiled = _LOADED.pop(key, None)
-    fresh = compiled is None and (compiled := _load(path)) is not None
+    fresh = compiled is None and (compiled := _load(path, key)) is not None
     if compiled is None:
         compiled = _compile(flat, leaves)
-        _store(path, compiled)
+        _store(path, key, compiled)
     try:
         out = compiled(*leaves)
     except Exception:
@@ -141,7 +153,7 @@ def call(name, fn, static, treedef, leaves):
         # a stage file that loads but does not run (damaged, or written by an older version from a
         # cached executable): replace it
         compiled = _compile(flat, leaves)
-        _store(path, compiled)
+        _store(path, key, compiled)
         out = compiled(*leaves)
     _LOADED[key] = compiled
     while len(_LOADED) > _KEEP:           # a long-lived process (tests, notebooks) keeps only a few

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from jaxbragg.io._common import PathLike, SCAN_RE, fail, read_text, show
+from jaxbragg.io._common import PathLike, SCAN_RE, fail, read_text, show, text_lines
 
 __all__ = ["read_mat"]
 
@@ -61,7 +61,7 @@ def read_mat(path: PathLike) -> np.ndarray:
     values: list[float] = []
     lineno = 0
     first_line = None
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in enumerate(text_lines(text), start=1):
         pos = 0
         while len(values) < 9:
             m = SCAN_RE.match(line, pos)
@@ -96,14 +96,18 @@ def read_mat(path: PathLike) -> np.ndarray:
         )
     printed = np.asarray(values, dtype=np.float64).reshape(3, 3)
     M = np.ascontiguousarray(printed.T)
-    with np.errstate(all="ignore"):  # huge or tiny values: judged by the test below
-        norms = np.linalg.norm(M, axis=1)
-        det = float(np.linalg.det(M))
-        scale = float(np.prod(norms))
-    if scale == 0.0 or not math.isfinite(det) or abs(det) <= _SINGULAR_RATIO * scale:
+    # singularity is judged scale-free: each row divided by its largest |element| first, so entries of
+    # 1e300 or 1e-300 neither overflow nor underflow the test
+    peak = np.max(np.abs(M), axis=1)
+    with np.errstate(all="ignore"):
+        unit = M / np.where(peak > 0.0, peak, 1.0)[:, None]
+        det = float(np.linalg.det(unit))
+        scale = float(np.prod(np.linalg.norm(unit, axis=1)))
+    if not np.all(peak > 0.0) or not math.isfinite(det) or abs(det) <= _SINGULAR_RATIO * scale:
         raise fail(
             path,
-            f"A matrix (lines {first_line}-{lineno}) is singular (det = {det:g}); "
-            f"a*, b*, c* must be independent",
+            f"A matrix (lines {first_line}-{lineno}) is singular (its rows a*, b*, c* are linearly "
+            f"dependent: |det| = {abs(det) / scale if scale else 0.0:.3g} of the product of their "
+            f"lengths); a*, b*, c* must be independent",
         )
     return M

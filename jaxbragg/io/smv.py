@@ -3,7 +3,7 @@
 Format:
     An ASCII header ``{\\n`` ``KEY=VALUE;\\n`` ... ``}\\f`` padded with spaces
     to ``HEADER_BYTES`` (512 for nanoBragg), followed by ``SIZE1*SIZE2``
-    unsigned 16-bit pixels, fast axis (``SIZE1``) varying fastest, in the
+    pixels of the header's ``TYPE`` (unsigned 16-bit when absent), fast axis (``SIZE1``) varying fastest, in the
     byte order named by ``BYTE_ORDER``.
 
 Reading mirrors ``GetFrame()``/``ValueOf()`` in nanoBragg.c: the header
@@ -30,7 +30,7 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from jaxbragg.io._common import PathLike, atomic_write, fail, read_bytes
+from jaxbragg.io._common import MAX_BINARY_BYTES, PathLike, atomic_write, check_input, fail
 
 __all__ = [
     "read_smv",
@@ -48,6 +48,8 @@ DEFAULT_TERMINATOR = ";\n"
 UNTERMINATED = "\n"
 
 _BLOCK = 512
+#: The largest SMV header accepted (real ones are 512 to 4096 bytes).
+MAX_HEADER_BYTES = 1 << 20
 _ATOF_RE = re.compile(
     r"\s*([+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|inf(?:inity)?|nan))",
     re.IGNORECASE,
@@ -119,6 +121,14 @@ def _positive_int(header: dict, key: str, path: PathLike) -> int | None:
     return int(value)
 
 
+#: Pixel types an SMV header may name (``TYPE=``), with their sizes; absent means unsigned_short.
+SMV_TYPES = {
+    "unsigned_short": "u2", "signed_short": "i2", "short": "i2",
+    "unsigned_long": "u4", "unsigned_int": "u4", "signed_long": "i4", "long": "i4", "int": "i4",
+    "float": "f4", "float32": "f4", "double": "f8",
+}
+
+
 def read_smv(path: PathLike) -> tuple[dict[str, str], np.ndarray]:
     """Read an SMV image.
 
@@ -128,20 +138,37 @@ def read_smv(path: PathLike) -> tuple[dict[str, str], np.ndarray]:
     Returns:
         ``(header, data)``: header keys to raw string values (last occurrence
         wins, surrounding whitespace and ``;`` removed) in file order, and a
-        native-endian ``uint16`` array of shape ``(SIZE2, SIZE1)``.
+        native-endian array of shape ``(SIZE2, SIZE1)`` of the header's
+        ``TYPE`` (:data:`SMV_TYPES`; ``uint16`` when there is no ``TYPE``, as
+        nanoBragg writes and reads it).
 
     Raises:
         InputError: unreadable file, not an SMV file (must start with ``{``
             and give ``HEADER_BYTES``), missing or non-positive
-            ``SIZE1``/``SIZE2``, or fewer pixel bytes than the header needs.
+            ``SIZE1``/``SIZE2``, a ``TYPE`` not in :data:`SMV_TYPES`, or fewer
+            pixel bytes than the header needs.  Only the header and the bytes
+            it describes are read, however large the file.
     """
-    raw = read_bytes(path, "SMV image")
+    check_input(path, "SMV image")
+    try:
+        with open(path, "rb") as handle:
+            return _read_smv(path, handle)
+    except OSError as exc:
+        raise fail(path, f"cannot read SMV image: {exc.strerror or exc}") from exc
+
+
+def _read_smv(path: PathLike, handle) -> tuple[dict[str, str], np.ndarray]:
+    raw = handle.read(_BLOCK)
     if not raw.startswith(b"{"):
         raise fail(path, "not an SMV image (file does not start with '{')")
-    first = _parse_header(raw[:_BLOCK].decode("latin-1"))
+    first = _parse_header(raw.decode("latin-1"))
     if "HEADER_BYTES" not in first:
         raise fail(path, "not an SMV image (no HEADER_BYTES in the first 512 bytes)")
     header_bytes = _positive_int(first, "HEADER_BYTES", path)
+    if header_bytes > MAX_HEADER_BYTES:
+        raise fail(path, f"SMV header HEADER_BYTES={header_bytes} is larger than {MAX_HEADER_BYTES}")
+    if header_bytes > len(raw):
+        raw += handle.read(header_bytes - len(raw))
     if len(raw) < header_bytes:
         raise fail(
             path,
@@ -155,18 +182,25 @@ def read_smv(path: PathLike) -> tuple[dict[str, str], np.ndarray]:
     if width is None or height is None:
         missing = "SIZE1" if width is None else "SIZE2"
         raise fail(path, f"SMV header has no {missing}")
+    kind = header.get("TYPE", "unsigned_short").strip().lower()
+    if kind not in SMV_TYPES:
+        raise fail(path, f"SMV header TYPE={header['TYPE']!r} is not a pixel type this reader knows "
+                         f"({', '.join(sorted(SMV_TYPES))})")
     order = header.get("BYTE_ORDER", "little_endian")
-    dtype = np.dtype("<u2") if order[:10] == "little_end" else np.dtype(">u2")
-    need = 2 * width * height
-    have = len(raw) - header_bytes
-    if have < need:
+    dtype = np.dtype(("<" if order[:10] == "little_end" else ">") + SMV_TYPES[kind])
+    need = dtype.itemsize * width * height
+    if need > MAX_BINARY_BYTES:
+        raise fail(path, f"SMV header describes {width}x{height} {kind} pixels, more than the "
+                         f"{MAX_BINARY_BYTES}-byte input limit")
+    body = raw[header_bytes:] + handle.read(max(need - (len(raw) - header_bytes), 0))
+    if len(body) < need:
         raise fail(
             path,
-            f"SMV data truncated: {have} bytes after the header, "
-            f"{width}x{height} unsigned_short pixels need {need}",
+            f"SMV data truncated: {len(body)} bytes after the header, "
+            f"{width}x{height} {kind} pixels need {need}",
         )
-    data = np.frombuffer(raw, dtype=dtype, count=width * height, offset=header_bytes)
-    return header, data.reshape(height, width).astype(np.uint16)
+    data = np.frombuffer(body, dtype=dtype, count=width * height)
+    return header, data.reshape(height, width).astype(dtype.newbyteorder("="))
 
 
 def _check_key(key: str) -> None:
