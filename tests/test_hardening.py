@@ -137,7 +137,7 @@ def test_overflowing_image_is_refused_before_writing(cwd):
 BROKEN_FILES = [
     ("-hkl", "trunc.hkl", b"0 0 0 10\n1 1", "line 2"),
     ("-hkl", "empty.hkl", b"", "no reflections"),
-    ("-hkl", "garbage.hkl", bytes(range(256)), "line 2"),
+    ("-hkl", "garbage.hkl", bytes(range(256)), "line 3"),    # bytes 10 (LF) and 13 (CR) each end a line
     ("-hkl", "cols.hkl", b"0 0 0 10\n1 2 3\n", "line 2"),
     ("-hkl", "latin1.hkl", b"0 0 0 10\n1 1 1 \xe9\n", "line 2"),
     ("-hkl", "huge.hkl", b"0 0 0 1\n1 1 1 2\n100000 0 0 1\n0 100000 0 1\n0 0 100000 1\n", "line 3"),

@@ -206,7 +206,7 @@ def _check_not_edge_on(st: "_State", frame, beam_v, distance: float) -> None:
         raise InputError(f"{' and '.join(named)}: the detector is edge-on to the beam (its plane is parallel "
                          f"to the beam direction)")
     close = float(frame["close_distance"])
-    if abs(close) <= PARALLEL_TOLERANCE * abs(distance):
+    if distance != 0.0 and abs(close) <= PARALLEL_TOLERANCE * abs(distance):   # (a zero -distance: below)
         raise InputError(f"{' and '.join(named)}: the detector plane passes through the sample "
                          f"(close distance {close:.3g} m)")
 

@@ -14,6 +14,7 @@ Contents:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -223,6 +224,8 @@ def output_target(path: PathLike) -> Tuple[str, bool]:
     except FileNotFoundError:
         return real, False
     except (OSError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ENAMETOOLONG:
+            raise fail(name, "file name is longer than this file system allows") from exc
         raise fail(name, f"cannot write file: {getattr(exc, 'strerror', None) or exc}") from exc
     if stat.S_ISREG(st.st_mode):
         return real, False
@@ -254,7 +257,7 @@ def check_output(path: PathLike) -> None:
     except (OSError, ValueError, AttributeError):
         name_max = 255
     if len(os.fsencode(base)) > name_max:
-        raise fail(name, f"file name is longer than the {name_max} bytes this file system allows")
+        raise fail(name, f"file name is longer than this file system allows ({name_max} bytes)")
 
 
 def stage(path: PathLike, chunks: Iterable[bytes]) -> Staged:

@@ -149,15 +149,15 @@ def read_smv(path: PathLike) -> tuple[dict[str, str], np.ndarray]:
             pixel bytes than the header needs.  Only the header and the bytes
             it describes are read, however large the file.
     """
-    check_input(path, "SMV image")
+    size = check_input(path, "SMV image")
     try:
         with open(path, "rb") as handle:
-            return _read_smv(path, handle)
+            return _read_smv(path, handle, size)
     except OSError as exc:
         raise fail(path, f"cannot read SMV image: {exc.strerror or exc}") from exc
 
 
-def _read_smv(path: PathLike, handle) -> tuple[dict[str, str], np.ndarray]:
+def _read_smv(path: PathLike, handle, size: int) -> tuple[dict[str, str], np.ndarray]:
     raw = handle.read(_BLOCK)
     if not raw.startswith(b"{"):
         raise fail(path, "not an SMV image (file does not start with '{')")
@@ -189,6 +189,12 @@ def _read_smv(path: PathLike, handle) -> tuple[dict[str, str], np.ndarray]:
     order = header.get("BYTE_ORDER", "little_endian")
     dtype = np.dtype(("<" if order[:10] == "little_end" else ">") + SMV_TYPES[kind])
     need = dtype.itemsize * width * height
+    if size - header_bytes < need:
+        raise fail(
+            path,
+            f"SMV data truncated: {size - header_bytes} bytes after the header, "
+            f"{width}x{height} {kind} pixels need {need}",
+        )
     if need > MAX_BINARY_BYTES:
         raise fail(path, f"SMV header describes {width}x{height} {kind} pixels, more than the "
                          f"{MAX_BINARY_BYTES}-byte input limit")
