@@ -403,3 +403,44 @@ def test_series_refuses_to_resume_after_any_input_changed(cwd, capsys):
         path.write_bytes(original)
     assert series.main(more) == 0
     assert "1 already done; rendering 1" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# geometry that cannot render
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, words", [
+    (["-twotheta", "90"], ["-twotheta", "passes through the sample"]),              # beam pivot (MOSFLM)
+    (["-twotheta", "89.9999999999"], ["-twotheta", "passes through the sample"]),   # a rounding leftover
+    (["-twotheta", "90", "-xds"], ["-twotheta", "edge-on"]),                        # sample pivot
+    (["-twotheta", "-90", "-dials"], ["-twotheta", "edge-on"]),
+    (["-detector_roty", "90"], ["-detector_rot", "parallel"]),
+])
+def test_edge_on_detector_is_refused_naming_the_flag(cwd, extra, words):
+    msg = refused(BASE + extra, *words)
+    assert "oversample" not in msg
+
+
+def test_nearly_edge_on_detector_still_renders(cwd):
+    prepare(BASE + ["-twotheta", "60"], available=MEMORY, detect=False)
+    prepare(BASE + ["-twotheta", "90", "-curved_det", "-xds"], available=MEMORY, detect=False)
+
+
+@pytest.mark.parametrize("angles", [("170", "170", "170"), ("100", "30", "50"), ("150", "150", "70")])
+def test_impossible_cell_angles(cwd, angles):
+    argv = list(BASE)
+    argv[4:7] = angles
+    refused(argv, "-cell", "cannot form a cell")
+
+
+def test_matrix_with_huge_entries_is_not_called_singular(cwd):
+    i = BASE.index("-cell")
+    base = BASE[:i] + BASE[i + 7:]
+    (cwd / "big.mat").write_text("1e300 0 0\n0 1e300 0\n0 0 1e300\n")
+    msg = refused(base + ["-mat", "big.mat"], "-mat", "cell edges")
+    assert "singular" not in msg
+    (cwd / "rot.mat").write_text("1e300 1e299 0\n-1e299 1e300 0\n0 0 1e300\n")
+    assert "singular" not in refused(base + ["-mat", "rot.mat"], "-mat")
+    # a genuinely singular matrix of ordinary size is still reported as singular
+    (cwd / "flat.mat").write_text("0.02 0 0\n0.04 0 0\n0 0 0.01\n")
+    refused(base + ["-mat", "flat.mat"], "flat.mat", "singular")

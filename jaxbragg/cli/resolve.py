@@ -200,15 +200,15 @@ def _check_not_edge_on(st: "_State", frame, beam_v, distance: float) -> None:
     named = [f for f, on in (("-twotheta", st.twotheta != 0.0),
                              ("-detector_rotx/-detector_roty/-detector_rotz", any(r != 0.0 for r in st.rot)),
                              ("-pix0_vector", st.pix0 is not None)) if on] or ["-fdet_vector/-sdet_vector/-odet_vector"]
+    close = float(frame["close_distance"])
+    if distance != 0.0 and abs(close) <= PARALLEL_TOLERANCE * abs(distance):   # (a zero -distance: below)
+        raise InputError(f"{' and '.join(named)}: the detector plane passes through the sample "
+                         f"(close distance {close:.3g} m)")
     odet = np.asarray(frame["odet"], float)
     cos = float(np.dot(beam_v, odet) / (np.linalg.norm(beam_v) * np.linalg.norm(odet)))
     if abs(cos) < PARALLEL_TOLERANCE and not st.curved:
         raise InputError(f"{' and '.join(named)}: the detector is edge-on to the beam (its plane is parallel "
                          f"to the beam direction)")
-    close = float(frame["close_distance"])
-    if distance != 0.0 and abs(close) <= PARALLEL_TOLERANCE * abs(distance):   # (a zero -distance: below)
-        raise InputError(f"{' and '.join(named)}: the detector plane passes through the sample "
-                         f"(close distance {close:.3g} m)")
 
 
 def _apply_header(st: _State, path: str, is_mask: bool, cwd: str = "."):

@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from jaxbragg.io._common import PathLike, fail, show
+from jaxbragg.io._common import MAX_TEXT_BYTES, PathLike, check_input, fail, show
 from jaxbragg.io.hkl import MAX_GRID_CELLS, HKLGrid, read_hkl
 
 __all__ = [
@@ -124,7 +124,9 @@ def _has_reflection_suffix(path: PathLike) -> bool:
 
 
 def _file_head(path: PathLike) -> bytes:
-    """The first bytes of the (possibly gzipped) file; InputError if unreadable."""
+    """The first bytes of the (possibly gzipped) file; InputError if unreadable or not a regular file
+    of at most the text-input size limit (gemmi then reads the whole file)."""
+    check_input(path, "structure-factor file", MAX_TEXT_BYTES)
     try:
         with open(path, "rb") as handle:
             head = handle.read(4)
