@@ -489,7 +489,7 @@ def resolve(parsed, warnings=None, cwd: str = ".") -> Setup:
     for flag, key, v in parsed:
         _apply(st, flag, key, v)
     if st.stol is None:
-        raise InputError("no profile given: -stol FILE (or -4stol / -Q) is required\n" + USAGE)
+        raise InputError("no profile given: -stol FILE or NAME (or -4stol / -Q) is required")
     if not st.pixel > 0.0:
         raise InputError(f"-pixel: must be positive, got {st.pixel * 1000:g} mm")
 
@@ -576,8 +576,12 @@ def resolve(parsed, warnings=None, cwd: str = ".") -> Setup:
     spot = detector.beam_spot(frame, beam)
 
     # profile
-    prof = amorphous.load_profile(join(st.stol), units=st.stol_units)
-    # the reference multiplies the file's values by its unit factor; keep its exact products
+    # a file first; a name such as "water" that is no file picks the built-in profile (jaxbragg only)
+    where = join(st.stol) if os.path.exists(join(st.stol)) else st.stol
+    try:
+        prof = amorphous.load_profile(where, units=st.stol_units)
+    except InputError as e:
+        raise InputError(f"-{st.stol_units} {e}") from None
     # sources
     if st.sourcefile is not None:
         from ..io.sourcefile import read_sources
