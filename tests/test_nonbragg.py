@@ -217,3 +217,20 @@ def test_curved_det_needs_a_following_argument():
     assert [k for _, k, _ in parsed] == ["stol"] and "curved_det" in warnings[0]
     parsed, warnings = nonbragg.parse(["-curved_det", "-stol", "water"])
     assert [k for _, k, _ in parsed] == ["curved_det", "stol"] and not warnings
+
+
+def test_chunked_render_with_progress_equals_one_chunk(monkeypatch):
+    """Large jobs render in chunks with "N% done" lines (not a terminal); the image is the same."""
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    parsed, _ = nonbragg.parse(["-stol", "air", "-detpixels", "24", "-detpixels_s", "10", "-oversample", "2",
+                                "-roi", "2", "20", "1", "8"])
+    setup = nonbragg.resolve(parsed)
+    whole = nonbragg._render(setup, False, _io.StringIO())
+    monkeypatch.setattr(nonbragg, "PROGRESS_MIN_WORK", 1)
+    err = _io.StringIO()
+    chunked = nonbragg._render(setup, True, err)
+    lines = err.getvalue().splitlines()
+    assert len(lines) == -(-152 // -(-152 // nonbragg.PROGRESS_CHUNKS)) and lines[-1] == "100% done"
+    for key in whole:
+        np.testing.assert_array_equal(chunked[key], whole[key])
