@@ -264,9 +264,12 @@ def interpolate_pchip(stol, F, x, F_low=None, F_high=None):
 
 def profile_F(config: AmorphousConfig, p: AmorphousParams, x):
     """F at sin(theta)/lambda ``x`` [...] with the configured interpolation."""
-    fn = interpolate_polint if config.interpolation == "polint" else interpolate_pchip
     if config.interpolation not in ("polint", "pchip"):
         raise ValueError(f"interpolation must be 'polint' or 'pchip', got {config.interpolation!r}")
+    if config.interpolation == "polint" and jnp.result_type(p.stol, x) != jnp.float64:
+        raise ValueError("interpolation='polint' needs float64 (the reference pads the table at 1e99, "
+                         "beyond float32); use interpolation='pchip' in single precision")
+    fn = interpolate_polint if config.interpolation == "polint" else interpolate_pchip
     return fn(p.stol, p.F, x, p.F_low, p.F_high)
 
 

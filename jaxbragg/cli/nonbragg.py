@@ -117,6 +117,22 @@ USAGE = ("usage: jaxbragg-nonbragg -stol water.stol [-thickness mm] [-density g/
          "see specs/nonbragg.md for every flag")
 
 
+_KIND_WORDS = {"": "", "curved": "", "f": " X", "i": " N", "s": " NAME", "3f": " X Y Z", "4i": " N N N N",
+               "2i": " N N"}
+
+
+def help_text() -> str:
+    """The usage line and every flag with its synonyms (units and defaults: specs/nonbragg.md)."""
+    by_key: Dict[str, List[str]] = {}
+    for name, (kind, key) in _TABLE.items():
+        by_key.setdefault(key, []).append(name + _KIND_WORDS[kind])
+    lines = [USAGE.splitlines()[0], "flags (synonyms after the first):"]
+    lines += ["  " + ", ".join(names) for names in by_key.values()]
+    lines.append("units: mm, Angstrom, degrees, mrad, percent, g/cm^3, g/mol, photons/m^2; "
+                 "every flag with unit and default: specs/nonbragg.md")
+    return "\n".join(lines)
+
+
 def parse(argv: List[str]):
     """``[(flag, key, values), ...]`` in command-line order, plus warnings.
 
@@ -608,6 +624,10 @@ def resolve(parsed, warnings=None, cwd: str = ".") -> Setup:
         raise InputError("-lambda/-energy: the wavelength must be positive")
     oversample = st.oversample if st.oversample > 0 else 1
 
+    f0, f1, s0, s1 = roi
+    if max(f0, 0) > min(f1, fpixels - 1) or max(s0, 0) > min(s1, spixels - 1):
+        raise InputError(f"-roi: the window x {f0}..{f1}, y {s0}..{s1} holds no pixel of the "
+                         f"{fpixels}x{spixels}-pixel detector")
     config = amorphous.AmorphousConfig(
         fpixels=fpixels, spixels=spixels, oversample=oversample, sources=len(lams), pivot=st.pivot,
         curved=st.curved, point_pixel=st.point_pixel, polarization=not st.nopolar,
@@ -643,6 +663,7 @@ def resolve(parsed, warnings=None, cwd: str = ".") -> Setup:
 #: Jobs of at least this many pixel-samples are rendered in chunks with a progress report.
 PROGRESS_MIN_WORK = 20_000_000
 PROGRESS_CHUNKS = 20
+_PIXEL_VALUES = None          # the compiled chunk renderer, shared by every run in a process
 
 
 def _render(setup: Setup, progress: bool, err):
@@ -658,7 +679,10 @@ def _render(setup: Setup, progress: bool, err):
     work = n_pix * cfg.steps
     chunked = work >= PROGRESS_MIN_WORK and n_pix >= 64
     chunk = -(-n_pix // PROGRESS_CHUNKS) if chunked else n_pix
-    fn = EntryJit(amorphous.pixel_values, static_argnums=(0, 3))
+    global _PIXEL_VALUES
+    if _PIXEL_VALUES is None:
+        _PIXEL_VALUES = EntryJit(amorphous.pixel_values, static_argnums=(0, 3))
+    fn = _PIXEL_VALUES
     bar = Progress(err, n_pix) if (progress and chunked) else None
     parts = []
     try:
@@ -833,15 +857,15 @@ def _run(argv, out, err) -> int:
     common.checkpoint()
     t0 = time.perf_counter()
     vals = _render(setup, st.progress and not st.printout, err)
-    maps = {k: _place(cfg, None if vals is None else v) for k, v in (vals or {"I": None}).items()}
-    key = "F" if st.fmap else "I"
-    image32 = (maps[key] if key in maps else maps["I"]).astype(np.float32)
+    keys = ("I", "omega_sum", "F", "stol", "polar", "omega")
+    maps = {k: _place(cfg, None if vals is None else vals[k]) for k in keys}
+    image32 = maps["F" if st.fmap else "I"].astype(np.float32)
     bad = int(np.count_nonzero(~np.isfinite(image32)))
     if bad:
         raise InputError(f"the rendered image has {bad} NaN or infinite pixels: check the profile file "
                          f"{st.stol} (repeated sin(theta)/lambda values?) and -fluence/-flux")
     print(f"rendered {cfg.spixels}x{cfg.fpixels} pixels in {time.perf_counter() - t0:.3f} s", file=out)
-    omega_sum = float(np.sum(maps["omega_sum"])) if "omega_sum" in maps else 0.0
+    omega_sum = float(np.sum(maps["omega_sum"]))
     print(f"solid angle subtended by detector = {omega_sum:g} steradian "
           f"( {100 * omega_sum / 4 / math.pi:g}% sphere)", file=out)
     if st.printout:
@@ -906,6 +930,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv:
         print(USAGE, file=sys.stderr)
         return 2
+    if argv[0] in ("-h", "-help", "--help"):
+        print(help_text())
+        return 0
     return common.guarded(PROG, lambda: run(argv), "use a smaller detector or ROI")
 
 
