@@ -220,8 +220,6 @@ def test_curved_det_needs_a_following_argument():
 
 def test_chunked_render_with_progress_equals_one_chunk(monkeypatch):
     """Large jobs render in chunks with "N% done" lines (not a terminal); the image is the same."""
-    import jax
-    jax.config.update("jax_enable_x64", True)
     parsed, _ = nonbragg.parse(["-stol", "air", "-detpixels", "24", "-detpixels_s", "10", "-oversample", "2",
                                 "-roi", "2", "20", "1", "8"])
     setup = nonbragg.resolve(parsed)
