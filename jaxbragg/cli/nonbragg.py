@@ -478,7 +478,7 @@ def resolve(parsed, warnings=None, cwd: str = ".") -> Setup:
     from .. import amorphous, beam as beam_mod, detector, geometry
     st = _State()
     warnings = list(warnings or [])
-    join = lambda p: p if os.path.isabs(p) else os.path.join(cwd, p)
+    join = lambda p: p if os.path.isabs(p) or cwd in ("", ".") else os.path.join(cwd, p)
     img = None
     # the -img header is read before the other flags, which then override it
     for flag, key, v in parsed:
@@ -823,7 +823,7 @@ def _run(argv, out, err) -> int:
     parsed, warnings = parse(argv)
     jax.config.update("jax_enable_x64", True)
     _enable_compilation_cache(jax)
-    setup = resolve(parsed, warnings, os.getcwd())
+    setup = resolve(parsed, warnings)
     st, cfg, info = setup.state, setup.config, setup.info
     info["phi0"] = st.phi0
 
