@@ -137,6 +137,19 @@ def test_flat_profile_gives_solid_angle_times_polarization():
     np.testing.assert_allclose(img, expect, rtol=1e-12)
 
 
+def test_vmap_over_thickness_and_fluence_scales_the_image():
+    """The library does not batch for you; vmap does. The image is linear in thickness and fluence."""
+    cfg = amorphous.AmorphousConfig(fpixels=5, spixels=4)
+    p = _params(profile=amorphous.load_profile("air"))
+    t = jnp.asarray([1e-4, 2.5e-4, 4e-4])
+    flu = jnp.asarray([1e24, 3e24, 0.5e24])
+    batch = jax.jit(jax.vmap(lambda a, b: amorphous.render(cfg, p.replace(thickness=a, fluence=b))))(t, flu)
+    one = np.asarray(batch[0])
+    assert one.min() > 0.0
+    for i in range(3):
+        np.testing.assert_allclose(batch[i], one * float(t[i] / t[0] * flu[i] / flu[0]), rtol=1e-13)
+
+
 def test_interpolants_at_table_points_and_polint_on_a_cubic():
     rng = np.random.default_rng(3)
     x = np.cumsum(rng.uniform(0.5, 1.5, 12)) * 1e8
