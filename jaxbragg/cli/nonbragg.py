@@ -818,11 +818,16 @@ def run(argv: List[str], out=None, err=None) -> int:
 def _run(argv, out, err) -> int:
     import jax
     from . import outputs as outmod
-    from . import _enable_compilation_cache
     from .. import io
     parsed, warnings = parse(argv)
+    # the command line computes in double like the reference (the library never sets this)
     jax.config.update("jax_enable_x64", True)
-    _enable_compilation_cache(jax)
+    try:        # jaxbragg's persistent compilation cache, when its command line provides one
+        from . import _enable_compilation_cache
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        _enable_compilation_cache(jax)
     setup = resolve(parsed, warnings)
     st, cfg, info = setup.state, setup.config, setup.info
     info["phi0"] = st.phi0
