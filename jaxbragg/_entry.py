@@ -35,3 +35,10 @@ def series() -> None:
     from .cli import common
     from .series import main
     common.exit_now(main())
+
+
+def nonbragg() -> None:
+    """``jaxbragg-nonbragg``: amorphous scattering, nonBragg.c's command line."""
+    _early_handlers("jaxbragg-nonbragg")
+    from .cli.nonbragg import entry
+    entry()
