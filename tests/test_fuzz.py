@@ -445,7 +445,7 @@ def check_reader(kind, path, data):
         assert msg.startswith(str(path)), msg
         m = re.search(r"line (\d+)", msg)
         if m:
-            n_lines = data.count(b"\n") + 1
+            n_lines = len(re.split(rb"\r\n|\r|\n", data))   # LF, CRLF and a lone CR each end a line
             assert 1 <= int(m.group(1)) <= n_lines, (msg, data)
         return "error"
     arr = np.asarray(out)

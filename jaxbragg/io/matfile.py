@@ -59,7 +59,7 @@ def read_mat(path: PathLike) -> np.ndarray:
     """
     text = read_text(path, "matrix file")
     values: list[float] = []
-    lineno = 0
+    lineno = 1          # an empty file: its end is on line 1
     first_line = None
     for lineno, line in enumerate(text_lines(text), start=1):
         pos = 0
