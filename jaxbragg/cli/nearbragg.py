@@ -261,7 +261,9 @@ def resolve(parsed, cwd: str = ".") -> Setup:
     factors = np.array([1.0 + dispstep * k - dispersion / 2.0 for k in range(dispsteps)])
     depths = np.array([depthstep * k - depth / 2.0 for k in range(depthsteps)])
 
-    path = st["atoms_file"] if os.path.isabs(st["atoms_file"]) else os.path.join(cwd, st["atoms_file"])
+    path = st["atoms_file"]
+    if not os.path.isabs(path) and os.path.abspath(cwd) != os.getcwd():
+        path = os.path.join(cwd, path)
     atoms = read_atoms(path)
     xyz = atoms.xyz
     size = float(np.max(np.ptp(xyz, axis=0))) * 1e-10
@@ -281,7 +283,8 @@ def resolve(parsed, cwd: str = ".") -> Setup:
     roi = st["roi"]
     config = nb.NearConfig(fpixels=xpixels, spixels=ypixels, oversample=oversample, roi=roi,
                            curved=st["curved"], point_pixel=st["point_pixel"], far_source=st["far"],
-                           coherent=st["coherent"], polarization=st["polar"])
+                           coherent=st["coherent"], polarization=st["polar"],
+                           debye_waller=bool(np.any(atoms.b_factor != 0.0)))
     if st["polar"] and not np.any(st["polar_vector"]):
         raise InputError("-polar_vector: must not be zero")
     exp = nb.experiment(fpixels=xpixels, spixels=ypixels, pixel=pixel, distance=st["distance"],
@@ -432,7 +435,7 @@ def _run(argv, out, err) -> int:
     from .. import nearbragg as nb
     from ..io import smv
     from .outputs import statistics
-    setup = resolve(parse(argv), os.getcwd())
+    setup = resolve(parse(argv))
     cfg, st = setup.config, setup.options
     files = {"float": st["float"] or DEFAULT_NAMES["float"], "int": st["int"] or DEFAULT_NAMES["int"]}
     if cfg.coherent:
