@@ -97,7 +97,9 @@ class Experiment(NamedTuple):
       pix0: [3] explicit position of the corner of pixel (0, 0) [m], or None to place it from the above.
       wavelength: central wavelength [m].
       wavelength_factors: [L] ``lambda_j = wavelength * factors_j`` (1 + offset).
-      divergence: [D, 2] (h, v) source angles [rad] (ignored for a plane wave, but counted in ``steps``).
+      source_offsets: [D, 2] source-point offsets per metre of source distance, ``(atan(h), atan(v))`` for
+        the divergence angles ``(h, v)`` (the reference's formula; :func:`experiment` converts angles with
+        the C library's ``atan``); ignored for a plane wave, but counted in ``steps``.
       depths: [K] source-depth offsets along x [m] (ignored for a plane wave, but counted).
       source_distance: origin -> source plane [m] (unused for a plane wave).
       fluence: photons/m^2.
@@ -115,7 +117,7 @@ class Experiment(NamedTuple):
     pix0: Optional[jax.Array]
     wavelength: jax.Array
     wavelength_factors: jax.Array
-    divergence: jax.Array
+    source_offsets: jax.Array
     depths: jax.Array
     source_distance: jax.Array
     fluence: jax.Array
@@ -128,13 +130,16 @@ def experiment(*, fpixels, spixels, pixel=0.1e-3, distance=0.1, beam_center=None
                wavelength=1e-10, wavelength_factors=(1.0,), divergence=((0.0, 0.0),), depths=(0.0,),
                source_distance=10.0, fluence=FLUENCE, kahn=0.0, polar_axis=(0, 0, 1)) -> Experiment:
     """An :class:`Experiment` with the reference's defaults (SI units); ``beam_center`` defaults to the
-    reference's ``((F - 1) pixel / 2, (S + 1) pixel / 2)`` with ``F, S`` the pixel counts."""
+    reference's ``((F - 1) pixel / 2, (S + 1) pixel / 2)`` with ``F, S`` the pixel counts; ``divergence``
+    [D, 2] are (h, v) angles in radians (turned into ``source_offsets`` with ``math.atan``, which is the
+    C library's: XLA's ``atan`` can differ in the last bit, 1e-4 rad of phase at 10 m)."""
+    offsets = [(math.atan(h), math.atan(v)) for h, v in np.asarray(divergence, dtype=np.float64).reshape(-1, 2)]
     if beam_center is None:
         beam_center = ((fpixels * pixel - pixel) / 2.0, (spixels * pixel + pixel) / 2.0)
     f = lambda x: np.asarray(x, dtype=np.float64)
     return Experiment(f(distance), f(beam_center), f(pixel), f(fdet), f(sdet), f(odet), f(spindle),
                       f(twotheta), None if pix0 is None else f(pix0), f(wavelength),
-                      f(wavelength_factors).reshape(-1), f(divergence).reshape(-1, 2), f(depths).reshape(-1),
+                      f(wavelength_factors).reshape(-1), f(offsets).reshape(-1, 2), f(depths).reshape(-1),
                       f(source_distance), f(fluence), f(kahn), f(polar_axis))
 
 
@@ -197,7 +202,7 @@ class NearConfig:
 
 def steps(config: NearConfig, exp: Experiment) -> int:
     """The reference's normaliser ``oversample^2 x n_lambda x n_div x n_depth``."""
-    return (config.oversample ** 2 * exp.wavelength_factors.shape[0] * exp.divergence.shape[0]
+    return (config.oversample ** 2 * exp.wavelength_factors.shape[0] * exp.source_offsets.shape[0]
             * exp.depths.shape[0])
 
 
@@ -283,9 +288,9 @@ def source_points(exp: Experiment):
     """Source positions [D, K, 3]: ``(-D + depth_k, atan(h) D, atan(v) D)``."""
     dist = exp.source_distance
     x = -dist + exp.depths                                          # [K]
-    y = jnp.arctan(exp.divergence[:, 0]) * dist                     # [D]
-    z = jnp.arctan(exp.divergence[:, 1]) * dist
-    d, k = exp.divergence.shape[0], exp.depths.shape[0]
+    y = exp.source_offsets[:, 0] * dist                             # [D]
+    z = exp.source_offsets[:, 1] * dist
+    d, k = exp.source_offsets.shape[0], exp.depths.shape[0]
     return jnp.stack([jnp.broadcast_to(x[None, :], (d, k)), jnp.broadcast_to(y[:, None], (d, k)),
                       jnp.broadcast_to(z[:, None], (d, k))], axis=-1)
 
@@ -357,7 +362,7 @@ def _tile_fields(config: NearConfig, exp: Experiment, atoms: Scatterers, frm, pi
     shape = p.shape[:2] + (lam.shape[0],) + q.shape[3:5]
     zero = jnp.zeros(shape, dtype=pos.dtype)
     (re, im), _ = jax.lax.scan(step, (zero, zero), chunks)
-    n_div, n_depth = exp.divergence.shape[0], exp.depths.shape[0]
+    n_div, n_depth = exp.source_offsets.shape[0], exp.depths.shape[0]
     if config.far_source:          # every source point sees the same plane wave: the reference still loops
         re, im = re * n_depth, im * n_depth
         incoherent = n_div * (re * re + im * im).sum((1, 2, 3, 4))
@@ -383,7 +388,7 @@ def pixel_fields(config: NearConfig, atoms: Scatterers, exp: Experiment, pixels)
     (``lax.map``) and scatterers (``lax.scan``) so that memory stays bounded (:class:`Tiling`)."""
     pixels = jnp.asarray(pixels, dtype=jnp.int32)
     n_pix = pixels.shape[0]
-    n_far = 1 if config.far_source else exp.divergence.shape[0] * exp.depths.shape[0]
+    n_far = 1 if config.far_source else exp.source_offsets.shape[0] * exp.depths.shape[0]
     rays = config.oversample ** 2 * exp.wavelength_factors.shape[0] * n_far
     tile, chunk = config.tiling.plan(n_pix, rays, atoms.positions.shape[0])
     frm = frame(exp)
