@@ -321,3 +321,17 @@ def test_printout_and_noop_flags(cwd):
     img = np.fromfile("floatimage.bin", "<f4").reshape(4, 4)
     line = [l for l in out.splitlines() if l.startswith("pixel  ")][0]
     assert float(line.split()[1]) == pytest.approx(float(img[1, 2]), rel=1e-9)
+
+
+def test_progress_reports_on_large_jobs(cwd, monkeypatch):
+    """A job above PROGRESS_MIN_WORK is rendered in chunks with N% lines on stderr (not a terminal); the
+    image does not depend on the chunking."""
+    _atoms_here(cwd / "atoms.txt")
+    args = ["-file", "atoms.txt", "-detpixels", "12", "-pixel", "0.5"]
+    assert _run(args + ["-floatfile", "whole.bin"])[0] == 0
+    monkeypatch.setattr(cli, "PROGRESS_MIN_WORK", 1)
+    err = _io.StringIO()
+    assert cli.run(args + ["-floatfile", "chunked.bin"], out=_io.StringIO(), err=err) == 0
+    lines = err.getvalue().splitlines()
+    assert lines[-1] == "100% done" and 10 <= len(lines) <= cli.PROGRESS_CHUNKS, lines
+    np.testing.assert_array_equal(np.fromfile("chunked.bin", "<f4"), np.fromfile("whole.bin", "<f4"))

@@ -308,20 +308,22 @@ def resolve(parsed, cwd: str = ".") -> Setup:
 
 
 #: Jobs of at least this many pixel x ray x scatterer terms are rendered in chunks with progress reports.
-PROGRESS_MIN_WORK = 200_000_000
+PROGRESS_MIN_WORK = 50_000_000
 PROGRESS_CHUNKS = 20
 
 
+_FIELDS = None
+
+
 def _fields_fn():
-    import jax
-    from .. import nearbragg as nb
-    from .._jit import EntryJit
+    """The compiled :func:`jaxbragg.nearbragg.pixel_fields` (built on first use: importing this module
+    must not need a backend)."""
     global _FIELDS
-    try:
-        return _FIELDS
-    except NameError:
+    if _FIELDS is None:
+        from .. import nearbragg as nb
+        from .._jit import EntryJit
         _FIELDS = EntryJit(nb.pixel_fields, static_argnums=0)
-        return _FIELDS
+    return _FIELDS
 
 
 def compute_fields(setup, progress: bool, stream):
