@@ -361,7 +361,10 @@ def _tile_fields(config: NearConfig, exp: Experiment, atoms: Scatterers, frm, pi
     chunks = jax.tree_util.tree_map(lambda a: a.reshape((-1, chunk) + a.shape[1:]), padded)
     shape = p.shape[:2] + (lam.shape[0],) + q.shape[3:5]
     zero = jnp.zeros(shape, dtype=pos.dtype)
-    (re, im), _ = jax.lax.scan(step, (zero, zero), chunks)
+    if chunks[0].shape[0] == 1:         # one chunk: no loop (a simpler program compiles faster)
+        (re, im), _ = step((zero, zero), jax.tree_util.tree_map(lambda a: a[0], chunks))
+    else:
+        (re, im), _ = jax.lax.scan(step, (zero, zero), chunks)
     n_div, n_depth = exp.source_offsets.shape[0], exp.depths.shape[0]
     if config.far_source:          # every source point sees the same plane wave: the reference still loops
         re, im = re * n_depth, im * n_depth
@@ -394,7 +397,11 @@ def pixel_fields(config: NearConfig, atoms: Scatterers, exp: Experiment, pixels)
     frm = frame(exp)
     pad = -n_pix % tile
     tiles = jnp.pad(pixels, ((0, pad), (0, 0))).reshape(-1, tile, 2)
-    out = jax.lax.map(lambda t: _tile_fields(config, exp, atoms, frm, t, chunk), tiles)
+    one_tile = lambda t: _tile_fields(config, exp, atoms, frm, t, chunk)
+    if tiles.shape[0] == 1:             # one tile: no loop
+        out = jax.tree_util.tree_map(lambda a: a[None], one_tile(tiles[0]))
+    else:
+        out = jax.lax.map(one_tile, tiles)
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:])[:n_pix], out)
 
 
