@@ -203,7 +203,7 @@ def test_tiling_does_not_change_the_image_and_vmap_matches_a_loop():
 
 def test_memory_bounded_for_1e4_scatterers_on_512_squared():
     """Compile (not run) a 512^2 render of 10^4 scatterers: its temporaries stay far below the
-    pixels x scatterers product (2.6e9 values, 21 GB in float64)."""
+    pixels x scatterers product (2.6e9 values, 21 GB in float64): 39 MiB measured, 128 MiB asserted."""
     n_atoms, n = 10_000, 512
     cfg = nb.NearConfig(n, n)
     atoms = jax.ShapeDtypeStruct((n_atoms, 3), jnp.float64)
@@ -215,7 +215,7 @@ def test_memory_bounded_for_1e4_scatterers_on_512_squared():
     mem = compiled.memory_analysis()
     if mem is None:
         pytest.skip("this backend reports no memory analysis")
-    assert mem.temp_size_in_bytes < 512 * 2 ** 20, mem.temp_size_in_bytes
+    assert mem.temp_size_in_bytes < 128 * 2 ** 20, mem.temp_size_in_bytes     # measured: 39 MiB
     tile, chunk = cfg.tiling.plan(n * n, 1, n_atoms)
     assert tile * chunk <= cfg.tiling.budget
 
