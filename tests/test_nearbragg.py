@@ -315,6 +315,12 @@ def test_accumulate_and_amplitude_outputs(cwd):
     np.testing.assert_allclose(c1.reshape(6, 6), one, rtol=1e-6)
 
 
+def test_roi_off_the_detector_writes_zeros(cwd):
+    _atoms_here(cwd / "atoms.txt")
+    assert _run(["-file", "atoms.txt", "-detpixels", "4", "-roi", "10", "20", "0", "3"])[0] == 0
+    assert not np.any(np.fromfile("floatimage.bin", "<f4"))
+
+
 def test_printout_and_noop_flags(cwd):
     _atoms_here(cwd / "atoms.txt")
     rc, out = _run(["-file", "atoms.txt", "-detpixels", "4", "-printout_pixel", "2", "1", "-depthstep", "3",

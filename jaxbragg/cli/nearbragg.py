@@ -334,6 +334,10 @@ def compute_fields(setup, progress: bool, stream):
     cfg, exp, atoms = setup.config, setup.experiment, setup.scatterers
     pixels = cfg.roi_pixels()
     n = len(pixels)
+    if n == 0:                          # a window off the detector: nothing to render
+        zero, three = np.zeros(0), np.zeros((0, 3))
+        from .. import nearbragg as nb
+        return pixels, nb.PixelFields(zero, zero, zero, zero, zero, three)
     work = n * setup.steps * setup.n_atoms
     chunked = work >= PROGRESS_MIN_WORK and n >= 2 * PROGRESS_CHUNKS
     chunk = -(-n // PROGRESS_CHUNKS) if chunked else n
