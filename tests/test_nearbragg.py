@@ -270,11 +270,13 @@ def _atoms_here(path, n=8):
     (["-file", "atoms.txt", "-distanse", "5"], "did you mean -distance"),
     (["-file", "atoms.txt", "-roi", "5", "1", "0", "3"], "-roi"),
     (["-file", "atoms.txt", "-source_depth", "-2"], "-source_depth"),
+    (["-file", "atoms.txt", "-detpixels", "0", "-pixel", "1e-320"], "more than 1e8 pixels"),
+    (["-file", "atoms.txt", "-oversample", "20000"], "samples per pixel"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(args, words, cwd, capsys):
     _atoms_here(cwd / "atoms.txt")
     before = sorted(p.name for p in cwd.iterdir())
-    rc = cli.main(args + ["-detpixels", "4"] if args else args)
+    rc = cli.main(["-detpixels", "4"] + args if args else args)
     err = capsys.readouterr().err
     assert rc == 2
     if args:

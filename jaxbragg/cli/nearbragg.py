@@ -231,7 +231,10 @@ def resolve(parsed, cwd: str = ".") -> Setup:
     pixel = st["pixel"]
     detsize_x = pixel * st["xpixels"] if st["xpixels"] else st["detsize_x"]
     detsize_y = pixel * st["ypixels"] if st["ypixels"] else st["detsize_y"]
-    xpixels, ypixels = math.ceil(detsize_x / pixel), math.ceil(detsize_y / pixel)
+    ratios = (detsize_x / pixel, detsize_y / pixel)
+    if not all(math.isfinite(r) and r <= 10 ** 8 for r in ratios):
+        raise InputError("-detsize/-pixel: more than 1e8 pixels along one side")
+    xpixels, ypixels = math.ceil(ratios[0]), math.ceil(ratios[1])
     if xpixels < 1 or ypixels < 1:
         raise InputError("-detsize/-detpixels: the detector has no pixels")
     if xpixels * ypixels > 10 ** 8:
