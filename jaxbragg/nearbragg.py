@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import NamedTuple, Optional, Tuple
 
 import jax
@@ -434,5 +435,11 @@ _render_jit = EntryJit(_render, static_argnums=0)
 
 def render(config: NearConfig, atoms: Scatterers, exp: Experiment) -> jax.Array:
     """The image [spixels, fpixels] in photons/pixel (zero outside the ROI). Pure and jit-compiled;
-    differentiable with respect to ``atoms`` and the float fields of ``exp``; ``vmap`` over ``atoms``."""
+    differentiable with respect to ``atoms`` and the float fields of ``exp``; ``vmap`` over ``atoms``.
+
+    Warns (once per call site) when the scatterers are not float64: the phases carry no information in
+    float32 (module docstring)."""
+    if jnp.result_type(atoms.positions) != jnp.float64:
+        warnings.warn("jaxbragg.nearbragg.render: float64 is needed (phases reach ~1e11 rad); enable "
+                      "jax_enable_x64", stacklevel=2)
     return _render_jit(config, atoms, exp)
