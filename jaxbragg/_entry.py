@@ -42,3 +42,10 @@ def nonbragg() -> None:
     _early_handlers("jaxbragg-nonbragg")
     from .cli.nonbragg import entry
     entry()
+
+
+def nearbragg() -> None:
+    """``jaxbragg-nearbragg``: explicit scatterers, nearBragg.c's command line."""
+    _early_handlers("jaxbragg-nearbragg")
+    from .cli.nearbragg import entry
+    entry()
