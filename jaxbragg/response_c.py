@@ -192,8 +192,9 @@ def readout_c(n: int, rng: CRandom) -> np.ndarray:
         used = 2 * (int(idx[-1]) + 1) if take else 2 * pairs
         rng.idum, rng.iy, rng.iv = snap[0], snap[1], snap[2]
         rng.ran1_ints(used)
-        if m == 2 * take - 1:                    # the last pair's spare is left over
-            rng.iset, rng.gset = 1, float(spare[-1])
+        if take:                                 # the C's gset keeps the last spare, used or not
+            rng.gset = float(spare[-1])
+            rng.iset = 1 if m == 2 * take - 1 else 0
     return out
 
 
