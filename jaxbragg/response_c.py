@@ -51,7 +51,10 @@ _F32 = struct.Struct("<f")
 
 
 def _f32(x: float) -> float:
-    return _F32.unpack(_F32.pack(x))[0]
+    try:
+        return _F32.unpack(_F32.pack(x))[0]
+    except OverflowError:          # beyond the float32 range: the C's conversion gives +-inf
+        return float(np.float32(x))
 
 
 _RNMX_F32 = _f32(_RNMX)
@@ -125,26 +128,193 @@ def noise_loop_c(photons, seed: int, calib_seed: int, flicker: float, calibratio
     two = TwoSeedRandom(seed, calib_seed)
     _copy_statics(rng, two)
     flat = img.ravel().astype(np.float64).tolist()
-    out = [0.0] * len(flat)
-    flick, calib = float(flicker), float(calibration)
-    gauss, poi = two.gaussdev, two.poidev
-    block = 1 << 16
-    for start in range(0, len(flat), block):
-        for i in range(start, min(start + block, len(flat))):
-            p = flat[i]
-            if flick > 0.0:
-                two.stream = 0
-                p *= 1.0 + flick * gauss()
-            if calib > 0.0:
-                two.stream = 1
-                p *= 1.0 + calib * gauss()
-            two.stream = 0
-            out[i] = poi(p)
-        if progress is not None:
-            progress(min(start + block, len(flat)))
+    out = _two_stream_loop(flat, float(flicker), float(calibration), two, progress)
     _copy_statics(two, rng)
     rng.idum = two.idums[0]
     return np.asarray(out, dtype=np.float32).reshape(img.shape), two.idums[1]
+
+
+_LCG_BLOCK = 1 << 14
+
+
+_POWERS = []
+
+
+def _lcg_block(idum: int, n: int) -> np.ndarray:
+    """The next ``n`` states of the minimal-standard LCG after ``idum`` (0 < idum < IM), vectorised:
+    ``idum * 16807**(k+1) mod IM`` (Schrage's method computes exactly this product modulo IM)."""
+    if not _POWERS or len(_POWERS[0]) < n:
+        pw = np.empty(n, dtype=np.int64)
+        pw[0] = 16807
+        k = 1
+        while k < n:
+            m = min(k, n - k)
+            pw[k:k + m] = (pw[:m] * pw[k - 1]) % _IM      # 16807**(j+1) * 16807**k, below 2**62
+            k += m
+        _POWERS[:] = [pw]
+    return (idum * _POWERS[0][:n]) % _IM
+
+
+def _uniform(iy: np.ndarray) -> np.ndarray:
+    t = (_AM * iy.astype(np.float64)).astype(np.float32).astype(np.float64)
+    return np.where(t > _RNMX, _RNMX_F32, t)
+
+
+def _refresh(iv, before, tab_u, tab_v) -> None:
+    """Recompute the uniforms of the shuffle-table entries that changed since ``before``."""
+    for j in range(len(iv)):
+        if iv[j] != before[j]:
+            t = _f32(_AM * iv[j])
+            tab_u[j] = _RNMX_F32 if t > _RNMX else t
+            tab_v[j] = _f32(2.0 * tab_u[j] - 1.0)
+
+
+def _two_stream_loop(flat, flick, calib, two, progress):
+    """The per-pixel loop of :func:`noise_loop_c` with two seeds, fast: identical draws to
+    ``TwoSeedRandom`` (the tests replay it call by call). Each seed's LCG states, their float32
+    uniforms and ``2u - 1`` values are computed ahead in NumPy blocks; the shuffle table carries the
+    three side by side, so a draw is a few list operations. Rare branches (a seed's first draw,
+    ``poidev`` at 12 photons or more) go through the ``CRandom`` methods on synchronised state.
+    """
+    pk, up = _F32.pack, _F32.unpack          # float32 rounding: up(pk(x))[0], inlined for speed
+    exp, log, sqrt = math.exp, math.log, math.sqrt
+    iv = two.iv
+    tab_u = _uniform(np.asarray(iv, np.int64)).tolist()
+    tab_v = [_f32(2.0 * u - 1.0) for u in tab_u]
+    cur = [two.iy]
+    gstate = [two.iset, two.gset]
+
+    def make(s):
+        blk = {"L": [], "U": [], "V": [], "pos": 0, "n": 0}
+
+        def ready():
+            return 0 < two.idums[s] < _IM and cur[0] != 0
+
+        def refill():
+            L = _lcg_block(two.idums[s], _LCG_BLOCK)
+            U = _uniform(L)
+            V = (2.0 * U - 1.0).astype(np.float32).astype(np.float64)
+            blk.update(L=L.tolist(), U=U.tolist(), V=V.tolist(), pos=0, n=len(L), base=two.idums[s])
+
+        def sync_out():          # the stream's consumed state into ``two``
+            if blk["pos"]:
+                two.idums[s] = blk["L"][blk["pos"] - 1]
+            two.iy = cur[0]
+
+        def realign():           # ``two`` advanced this seed: skip the block to its new state
+            new, pos, L = two.idums[s], blk["pos"], blk["L"]
+            if (pos and L[pos - 1] == new) or (not pos and blk.get("base") == new):
+                return
+            for q in range(pos, min(blk["n"], pos + 256)):
+                if L[q] == new:
+                    blk["pos"] = q + 1
+                    return
+            blk.update(L=[], U=[], V=[], pos=0, n=0)       # e.g. a table reload: start a new block
+
+        def slow(want_v):
+            sync_out()
+            before = list(iv)
+            two.stream = s
+            u = two.ran1()       # TwoSeedRandom: the C's reload rules on the first draw of a seed
+            cur[0] = two.iy
+            _refresh(iv, before, tab_u, tab_v)
+            realign()
+            return _f32(2.0 * u - 1.0) if want_v else u
+
+        def draw(want_v):
+            pos = blk["pos"]
+            if pos >= blk["n"]:
+                if not ready():
+                    return slow(want_v)
+                sync_out()
+                refill()
+                pos = 0
+            j = cur[0] >> 26
+            cur[0] = iv[j]
+            val = tab_v[j] if want_v else tab_u[j]
+            iv[j] = blk["L"][pos]
+            tab_u[j] = blk["U"][pos]
+            tab_v[j] = blk["V"][pos]
+            blk["pos"] = pos + 1
+            return val
+        return draw, sync_out, realign
+
+    draw0, sync0, realign0 = make(0)
+    draw1, sync1, realign1 = make(1)
+
+    def gauss(draw):
+        if gstate[0]:
+            gstate[0] = 0
+            return gstate[1]
+        while True:
+            v1 = draw(True)
+            v2 = draw(True)
+            rsq = up(pk(up(pk(v1 * v1))[0] + up(pk(v2 * v2))[0]))[0]
+            if rsq < 1.0 and rsq != 0.0:
+                break
+        fac = up(pk(sqrt(-2.0 * log(rsq) / rsq)))[0]
+        gstate[0], gstate[1] = 1, up(pk(v1 * fac))[0]
+        return up(pk(v2 * fac))[0]
+
+    tol = 2.0 ** -22
+    oldm, gexp = two.oldm, two.g
+    n = len(flat)
+    out = [0.0] * n
+    block = 1 << 16
+    for start in range(0, n, block):
+        for i in range(start, min(start + block, n)):
+            p = flat[i]
+            if flick > 0.0:
+                p *= 1.0 + flick * gauss(draw0)
+            if calib > 0.0:
+                p *= 1.0 + calib * gauss(draw1)
+            xm = up(pk(p))[0] if -3e38 < p < 3e38 else _f32(p)
+            if xm < 12.0:
+                if xm != oldm:
+                    oldm = xm
+                    gexp = up(pk(exp(-xm)))[0] if xm > -88.0 else _f32(exp(-xm) if xm > -709.0 else math.inf)
+                # product of uniforms in double; exact float32 replay only near the threshold
+                t = 1.0
+                used = []
+                while True:
+                    u = draw0(False)
+                    used.append(u)
+                    t *= u
+                    k = len(used)
+                    if t > gexp * (1.0 + k * tol):
+                        continue
+                    if t <= gexp * (1.0 - k * tol):
+                        break
+                    tt = 1.0
+                    for v in used:
+                        tt = _f32(tt * v)
+                    while tt > gexp:
+                        u = draw0(False)
+                        used.append(u)
+                        tt = _f32(tt * u)
+                    break
+                out[i] = len(used) - 1.0
+            else:
+                sync0()
+                sync1()
+                two.iset, two.gset = gstate
+                two.oldm, two.g = oldm, gexp
+                before = list(iv)
+                two.stream = 0
+                out[i] = two.poidev(p)
+                cur[0] = two.iy
+                gstate[0], gstate[1] = two.iset, two.gset
+                oldm, gexp = two.oldm, two.g
+                _refresh(iv, before, tab_u, tab_v)
+                realign0()
+                realign1()
+        if progress is not None:
+            progress(min(start + block, n))
+    sync0()
+    sync1()
+    two.iset, two.gset = gstate
+    two.oldm, two.g = oldm, gexp
+    return out
 
 
 def _copy_statics(src: CRandom, dst: CRandom) -> None:
