@@ -123,8 +123,16 @@ def noise_loop_c(photons, seed: int, calib_seed: int, flicker: float, calibratio
     else:
         rng.idum = int(seed)
     if not flicker > 0.0 and not calibration > 0.0:
-        # one stream only: the blocked single-seed loop of jaxbragg.rng
-        return poisson_noise(img, None, rng=rng), int(calib_seed)
+        # one stream only: the blocked single-seed loop of jaxbragg.rng, called on consecutive parts
+        # of the image (the generator carries over, so this equals one call) to report progress
+        flat = img.ravel()
+        out = np.empty(flat.size, dtype=np.float32)
+        step = 1 << 18
+        for start in range(0, flat.size, step):
+            out[start:start + step] = poisson_noise(flat[start:start + step], None, rng=rng)
+            if progress is not None:
+                progress(min(start + step, flat.size))
+        return out.reshape(img.shape), int(calib_seed)
     two = TwoSeedRandom(seed, calib_seed)
     _copy_statics(rng, two)
     flat = img.ravel().astype(np.float64).tolist()
@@ -568,7 +576,7 @@ def _direct_sum(a, pos, radii, kernel, big, xp, yp, out, progress):
             ok = (x >= 0) & (x <= xp) & (y >= 0) & (y <= yp) & (j < pixels)
             jv = j[ok]
             out[jv] = (out[jv].astype(np.float64) + as64[:m][ok] * k).astype(np.float32)
-        if progress is not None and (n % 64 == 63 or n == total - 1):
+        if progress is not None and ((n + 1) % max(total // 20, 1) == 0 or n == total - 1):
             progress(n + 1, total)
 
 

@@ -319,10 +319,11 @@ class _Reporter:
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
             return
+        if self.bar is not None and self.bar.total != max(int(total), 1):
+            self.close()                       # a new phase (noise loop, then the PSF)
         if self.bar is None:
             from . import Progress
             self.bar = Progress(self.err, total)
-        self.bar.total = max(int(total), 1)
         self.bar.update(done)
         common.checkpoint()
 
@@ -458,7 +459,12 @@ USAGE = (f"usage: {PROG} -floatfile floatimage.bin [-scale S] [-gain G] [-adc A]
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE, file=sys.stderr if not argv else sys.stdout)
+        try:
+            print(USAGE, file=sys.stderr if not argv else sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            common.silence_stdout()
+            return 141
         return 2 if not argv else 0
     return common.guarded(PROG, lambda: run(argv), "use a smaller image")
 
