@@ -235,19 +235,20 @@ def test_gradients_of_the_likelihood_in_gain_and_width():
 
 def test_jax_noise_has_the_right_mean_and_variance():
     lam, gain, adc, sd, calib = 20.0, 2.0, 10.0, 3.0, 0.05
-    img = jnp.full((64, 64), lam)
-    keys = jax.random.split(jax.random.PRNGKey(7), 64)
-    # one compiled, vmapped shot function for both parameter sets (the Response is traced)
-    shots = jax.jit(jax.vmap(lambda k, resp: R.detector_image(k, img, resp, bits=None), (0, None)))
-    y = np.asarray(shots(keys, R.Response(gain=gain, adc=adc, readout=sd))).ravel()     # 262144 values
+    img = jnp.full((256, 256), lam)
+    keys = jax.random.split(jax.random.PRNGKey(7), 4)
+    shots = jax.jit(jax.vmap(lambda k: R.detector_image(k, img, R.Response(gain=gain, adc=adc, readout=sd),
+                                                        bits=None)))
+    y = np.asarray(shots(keys))                     # 4 shots x 65536 pixels
     n = y.size
     mean_want, var_want = gain * lam + adc, gain ** 2 * lam + sd ** 2
     assert abs(y.mean() - mean_want) < 4 * math.sqrt(var_want / n)
     assert abs(y.var() / var_want - 1.0) < 6 * math.sqrt(2.0 / n)
-    # per-shot flicker: the 64 shot means scatter with rms flicker * lam (plus a little Poisson noise)
-    means = np.asarray(shots(keys, R.Response(gain=1.0, adc=0.0, flicker=0.1))).mean(axis=(1, 2))
-    want = math.sqrt((0.1 * lam) ** 2 + lam / img.size)
-    assert abs(means.std(ddof=1) / want - 1.0) < 4 / math.sqrt(2 * 63)
+    assert not np.array_equal(y[0], y[1])           # one independent shot per key
+    # per-shot flicker: mean 1, rms = flicker
+    f = np.asarray(jax.vmap(lambda k: R.flicker_factor(k, 0.1, jnp.float64))(jax.random.split(keys[0], 4000)))
+    assert abs(f.mean() - 1.0) < 4 * 0.1 / math.sqrt(f.size)
+    assert abs(f.std() / 0.1 - 1.0) < 4 * math.sqrt(2.0 / f.size)
     # the calibration map: fixed per key, mean 1, rms = calibration
     c = np.asarray(R.calibration_map(jax.random.PRNGKey(1), (300, 300), calib, jnp.float64))
     assert abs(c.mean() - 1.0) < 4 * calib / 300
@@ -320,3 +321,22 @@ def test_nonoise_and_header_copy(cwd, capsys):
     want = np.minimum(photons.astype(np.float32).astype(np.float64), 65535.0)
     np.testing.assert_array_equal(np.frombuffer(blob[512:], "<u4"), np.trunc(want).astype(np.uint32))
     assert not (cwd / "noiseimage.img").exists() and not (cwd / "image.pgm").exists()
+
+
+def test_fit_with_the_detector_likelihood_recovers_the_distance():
+    from jaxbragg import fit as F
+    from jaxbragg import parameters as P
+    from helpers import setup_from
+    setup = setup_from("-cell 30 32 34 88 92 91 -misset 10 20 30 -default_F 100 -N 5 -lambda 1.0 "
+                       "-distance 40 -detpixels 32 -pixel 0.5 -oversample 1 -fluence 1e30")
+    template, truth = P.from_setup(setup)
+    expected = np.asarray(P.simulate(template, truth))
+    rs = np.random.RandomState(11)
+    adu = 2.5 * rs.poisson(expected) + 10.0 + rs.normal(0.0, 1.5, expected.shape)    # ADU, not photons
+    start = truth.replace(distance=truth.distance + 3e-4)
+    result = F.fit(template, start, adu, ["distance"], loss=R.detector_nll(2.5, 10.0, 1.5), maxiter=60)
+    assert result.converged, result.message
+    err = abs(float(result.physical.distance - truth.distance))
+    sigma = float(np.asarray(result.uncertainties["distance"]))
+    assert err < 0.05e-3 and 0 < sigma and err < 5 * sigma
+    assert abs(float(start.distance - truth.distance)) > 20 * sigma      # the start was far off
