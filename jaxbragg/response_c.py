@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import numpy as np
 
-from .rng import CRandom, gammln, poisson_noise  # noqa: F401  (gammln re-exported for tests)
+from .rng import CRandom, poisson_noise
 
-__all__ = ["FIBER_G", "psf_kernel_c", "apply_psf_c", "noise_loop_c", "readout_c", "adu_to_uint",
+__all__ = ["FIBER_G", "psf_kernel_c", "apply_psf_c", "noise_loop_c", "readout_c", "adu_to_uint", "c_int",
            "TwoSeedRandom"]
 
-#: g of the fibre PSF in units of its FWHM: fwhm = sqrt(2**(2/3) - 1) * g ... as noisify.c writes it.
+#: g of the fibre PSF per unit FWHM, as noisify.c writes it (fwhm = 2 sqrt(2**(2/3) - 1) g).
 FIBER_G = 0.652383013252053
 INT_MIN = -(2 ** 31)
 _IM = 2147483647
@@ -60,7 +60,7 @@ def _f32(x: float) -> float:
 _RNMX_F32 = _f32(_RNMX)
 
 
-def _c_int(x: float) -> int:
+def c_int(x: float) -> int:
     """C ``(int)x`` on x86-64: truncation; NaN and out-of-range give INT_MIN (``cvttsd2si``)."""
     if not math.isfinite(x) or not (-2147483649.0 < x < 2147483648.0):
         return INT_MIN
@@ -143,8 +143,6 @@ def noise_loop_c(photons, seed: int, calib_seed: int, flicker: float, calibratio
 
 
 _LCG_BLOCK = 1 << 14
-
-
 _POWERS = []
 
 
@@ -440,7 +438,7 @@ def _auto_radius(kind: str, value: float, fwhm: float, g: float) -> int:
         x = 1.0 + math.ceil(math.sqrt(arg) * fwhm) if arg >= 0.0 else math.nan
     else:
         x = 1.0 + math.ceil(g * (value / lost))
-    return _c_int(x)
+    return c_int(x)
 
 
 def apply_psf_c(image, kind: str, fwhm_pixels: float, user_radius: int = 0,
@@ -476,9 +474,9 @@ def apply_psf_c(image, kind: str, fwhm_pixels: float, user_radius: int = 0,
         lost = math.sqrt(max_i) / 10.0
         if kind == "gauss":
             arg = -math.log(lost / max_i) / math.log(4.0) / 2.0
-            big = _c_int(1.0 + math.ceil(math.sqrt(arg) * fw) if arg >= 0.0 else math.nan)
+            big = c_int(1.0 + math.ceil(math.sqrt(arg) * fw) if arg >= 0.0 else math.nan)
         else:
-            big = _c_int(1.0 + math.ceil(g * (max_i / lost)))
+            big = c_int(1.0 + math.ceil(g * (max_i / lost)))
         log(f"  auto-selected psf_radius = {big} pixels")
         if big == 0:
             big = 1

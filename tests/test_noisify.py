@@ -102,9 +102,9 @@ def _apply_psf_literal(img, kind, fwhm, user_radius):
         mx = max(float(a.max()), 0.0)
         lost = math.sqrt(mx) / 10.0
         if kind == "gauss":
-            big = rc._c_int(1 + math.ceil(math.sqrt(-math.log(lost / mx) / math.log(4) / 2) * fwhm))
+            big = rc.c_int(1 + math.ceil(math.sqrt(-math.log(lost / mx) / math.log(4) / 2) * fwhm))
         else:
-            big = rc._c_int(1 + math.ceil(g * (mx / lost)))
+            big = rc.c_int(1 + math.ceil(g * (mx / lost)))
         big = big or 1
     big = min(big, maxw)
     kern = rc.psf_kernel_c(kind, fwhm, big)

@@ -170,7 +170,6 @@ def _read_header(path: str):
 def resolve(opts: dict) -> dict:
     """Apply noisify.c's precedence and defaults; returns the run's settings in SI units."""
     s = {}
-    g = opts["_given"]
     if opts["floatfile"] is None:
         raise InputError("no input image: give -floatfile FILE (raw float32 photons/pixel)")
     if opts["psf"] is not None and opts["psf"] not in ("gauss", "fiber"):
@@ -258,7 +257,8 @@ def resolve(opts: dict) -> dict:
     s["seed"] = -opts["seed"] if opts["seed"] is not None else -int(time.time())
     s["calib_seed"] = -opts["calib_seed"] if opts["calib_seed"] is not None else 123456789
     s["psf"] = opts["psf"]
-    s["psf_radius"] = int(opts["psf_radius"])          # atof then C int conversion (truncation)
+    from ..response_c import c_int
+    s["psf_radius"] = c_int(opts["psf_radius"])       # atof, then the C's int conversion (truncation)
     s["psf_fwhm"] = float(np.float32(opts["psf_fwhm"] / 1e6))    # the C keeps it in a float
     for key in ("scale", "fluence", "gain", "adc", "phi", "osc", "bits"):
         s[key] = opts[key]
