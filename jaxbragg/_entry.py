@@ -49,3 +49,10 @@ def nearbragg() -> None:
     _early_handlers("jaxbragg-nearbragg")
     from .cli.nearbragg import entry
     entry()
+
+
+def noisify() -> None:
+    """``jaxbragg-noisify``: detector response, noisify.c's command line."""
+    _early_handlers("jaxbragg-noisify")
+    from .cli.noisify import entry
+    entry()

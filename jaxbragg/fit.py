@@ -8,6 +8,9 @@ observed photons ``n``:
   saturated model (half the Poisson deviance). It differs from ``-log P(n | mu)`` by a constant, is 0 for a
   perfect model and about half the number of pixels at the truth, which keeps float32 sums well scaled.
 * least squares: ``L = 1/2 sum_i w_i (mu_i - n_i)^2``.
+* any callable ``loss(mu + b, observed)`` returning a scalar, e.g. the detector likelihood of an ADU image
+  :func:`jaxbragg.response.detector_nll`. When it has an ``expected(model)`` method (the observation the
+  model predicts, e.g. ``gain * mu + adc``), the information matrix uses it in place of ``mu + b``.
 
 The free parameters are chosen by field name. The optimiser sees ``x = (theta - theta_start) / scale``
 with one scale per field (:func:`default_scale`: about the size of a typical error, e.g. 0.1 mm for the
@@ -335,7 +338,7 @@ def _optax(fun, x, aux, method, maxiter, gtol, ftol, learning_rate, callback):
     return np.asarray(x, np.float64), np.asarray(history), it, converged, message
 
 
-def _information(value_and_grad, x, aux):
+def _information(value_and_grad, x, aux, expected=None):
     """Information matrix [n, n] (per unit of x): the loss's Hessian with the data replaced by the model.
 
     With ``n = mu(x*) + b`` the terms of the Hessian that multiply the residuals vanish, leaving exactly
@@ -344,7 +347,8 @@ def _information(value_and_grad, x, aux):
     """
     (_, model), _ = value_and_grad(x, aux)
     background = aux["background"]
-    at_model = dict(aux, observed=model + background)
+    predicted = model + background
+    at_model = dict(aux, observed=predicted if expected is None else expected(predicted))
     h = 1e-4 if x.dtype == jnp.float64 else 1e-2
     cols = []
     for j in range(x.size):
@@ -368,7 +372,8 @@ def fit(template: Template, start: Physical, observed, free: Sequence[str], *, l
       start: starting parameters; fields not in ``free`` stay fixed.
       observed: observed photons [spixels, fpixels], or an SMV file path (see :func:`load_observed`).
       free: names of the fields to fit (see :class:`jaxbragg.parameters.Physical`).
-      loss: ``"poisson"`` or ``"least_squares"``.
+      loss: ``"poisson"``, ``"least_squares"``, or a callable ``loss(model + background, observed)``
+        (see the module docstring; ``observed`` is then passed on as given, e.g. in ADU).
       method: ``"bfgs"`` (no dependency), ``"lbfgs"`` or ``"adam"`` (optax).
       scales: per-field optimiser scale overriding :func:`default_scale` (SI units).
       pixels: pixels to fit: ``(spix, fpix)`` index arrays, a boolean [spixels, fpixels] mask, or ``None``
@@ -383,8 +388,9 @@ def fit(template: Template, start: Physical, observed, free: Sequence[str], *, l
       adc_offset: for an SMV ``observed``.
       callback: ``callback(iteration, x, loss)`` after each iteration.
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)}")
+    custom = callable(loss)
+    if not custom and loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {tuple(LOSSES)} or a callable")
     dtype = jnp.asarray(start.distance).dtype
     image = load_observed(observed, adc_offset)
     spix, fpix = _pixel_indices(template.config, template.base, pixels)
@@ -401,6 +407,8 @@ def fit(template: Template, start: Physical, observed, free: Sequence[str], *, l
 
     def objective(x, aux):
         model = model_of(x, aux)
+        if custom:
+            return loss(model + aux["background"], aux["observed"]), model
         if loss == "poisson":
             return poisson_nll(model, aux["observed"], aux["background"]), model
         return least_squares(model, aux["observed"], aux["weights"], aux["background"]), model
@@ -411,7 +419,7 @@ def fit(template: Template, start: Physical, observed, free: Sequence[str], *, l
         maxiter=maxiter, gtol=gtol, ftol=ftol, learning_rate=learning_rate, callback=callback,
         value_and_grad=lambda x, aux: (lambda r: (r[0][0], r[1]))(value_and_grad(x, aux)))
     x = jnp.asarray(x, dtype)
-    info = _information(value_and_grad, x, aux)
+    info = _information(value_and_grad, x, aux, getattr(loss, "expected", None) if custom else None)
     if loss == "least_squares":
         info = info / (2.0 * float(history[-1]) / max(spix.size - packer.size, 1))
     cov = np.linalg.pinv(info) * np.outer(packer.scales, packer.scales)

@@ -126,6 +126,7 @@ SMV_TYPES = {
     "unsigned_short": "u2", "signed_short": "i2", "short": "i2",
     "unsigned_long": "u4", "unsigned_int": "u4", "signed_long": "i4", "long": "i4", "int": "i4",
     "float": "f4", "float32": "f4", "double": "f8",
+    "long_integer": "u4",       # what noisify -bits 32 writes (unsigned 32-bit pixels)
 }
 
 
