@@ -12,6 +12,7 @@ Nothing here touches global configuration: the options are given to each compila
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 
 def compiler_options() -> dict:
@@ -22,9 +23,8 @@ def compiler_options() -> dict:
     ``jaxbragg.simulate.render``, e.g. ``jax.jit(loss_and_grad, compiler_options=compiler_options())``
     (also importable as ``jaxbragg.simulate.compiler_options``).
     """
-    if jax.default_backend() == "cpu":
-        return {"xla_cpu_prefer_vector_width": 512}
-    return {}
+    from ._schedule import for_backend
+    return dict(for_backend().options)
 
 
 def _traced(args) -> bool:
@@ -50,3 +50,12 @@ class EntryJit:
     def _cache_size(self) -> int:
         """Compilations held (both variants), for tests that check nothing recompiles."""
         return self._plain._cache_size() + (self._tuned._cache_size() if self._tuned is not None else 0)
+
+
+def strong_types(tree):
+    """``tree`` with every weakly typed leaf (e.g. a Python float put in with ``params.replace``) made
+    strongly typed, so that it does not trigger a recompilation of an entry point."""
+    def strong(x):
+        x = jnp.asarray(x)
+        return jnp.asarray(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x
+    return jax.tree_util.tree_map(strong, tree)

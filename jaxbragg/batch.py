@@ -19,7 +19,7 @@ After ``jax.distributed.initialize()`` the mesh spans every process's devices an
 as global arrays, so one call renders on several hosts (docs/scaling.md).
 
 Every image is rendered by the same code as :func:`jaxbragg.simulate.render` (``pixel_values`` then
-``finish_image``), so a batch equals a loop of ``simulate`` calls to the last bit or close to it
+``assemble_image``: the same per-image set-up, tiling rule and tile-invariance barrier), so a batch equals a loop of ``simulate`` calls to the last bit or close to it
 (``tests/test_batch.py`` states the tolerance).
 """
 from __future__ import annotations
@@ -32,17 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ._jit import EntryJit
-from .simulate import Params, SimConfig, finish_image, pixel_values
+from ._jit import EntryJit, strong_types
+from .simulate import (PARAM_RANK, Params, SimConfig, _choose_tile, _empty_values, assemble_image,
+                       finish_image, pixel_values)
 
 #: Rank of each ``Params`` field for one image; a stacked field has one more (the leading batch axis).
-BASE_RANK: Dict[str, int] = {
-    "lattice": 2, "ncells": 1, "fudge": 0, "spindle": 1, "phi0": 0, "phistep": 0, "mosaic_umats": 3,
-    "default_F": 0, "fdet": 1, "sdet": 1, "odet": 1, "beam": 1, "detector_rotations": 1,
-    "twotheta_axis": 1, "twotheta": 0, "beam_center": 1, "distance": 0, "pixel_size": 0,
-    "source_dirs": 2, "source_lambda": 1, "fluence": 0, "kahn": 0, "polar_vector": 1, "water_size": 0,
-    "dmin": 0, "thickstep": 0, "mu": 0, "F_grid": 3, "pix0": 1, "mask": 2,
-}
+BASE_RANK: Dict[str, int] = PARAM_RANK
 
 BATCH_AXIS = "batch"
 PIXEL_AXIS = "pixels"
@@ -193,11 +188,6 @@ def _unit_quaternion(seed: int, k: int) -> np.ndarray:
 # rendering
 # ---------------------------------------------------------------------------------------------------
 
-def _strong(x):
-    x = jnp.asarray(x)
-    return jnp.asarray(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x
-
-
 def _window_pixels(config: SimConfig) -> int:
     f0, f1, s0, s1 = config.roi_box()
     return max(f1 - f0 + 1, 0) * max(s1 - s0 + 1, 0)
@@ -207,10 +197,9 @@ def default_images_per_step(config: SimConfig, n_images: int, pixel_parts: int =
     """Images rendered together (``vmap``) in one step so that a step holds about ``sample_budget``
     pixel-samples, as one pixel tile of a single image does: 1 for a large image, more for small ones."""
     count = max(-(-_window_pixels(config) // pixel_parts), 1)
-    spp = max(config.samples_per_pixel, 1)
-    tile = config.tile_pixels if config.tile_pixels is not None else config.sample_budget // spp
-    per_image = min(max(tile, 1), count) * spp
-    return max(1, min(n_images, config.sample_budget // per_image))
+    # a step holds one tile of each of its images, padding included (the kernel's own tiling rule)
+    per_image = _choose_tile(config, count) * max(config.samples_per_pixel, 1)
+    return max(1, min(n_images, config.execution.sample_budget // per_image))
 
 
 def _pad_rows(x, total: int):
@@ -236,12 +225,13 @@ def _render_local(config: SimConfig, batched, shared, chunk: int, pixel_parts: i
     def one(b):
         p = Params(**shared, **b)
         if n_pix == 0:
-            return finish_image(config, p, jnp.zeros((0,), p.pixel_size.dtype))
+            return finish_image(config, p, _empty_values(p))
         values = pixel_values(config, p, start, count)
         if pixel_parts > 1:
             values = jax.tree_util.tree_map(
                 lambda v: jax.lax.all_gather(v, PIXEL_AXIS, axis=0, tiled=True), values)
-        return finish_image(config, p, jax.tree_util.tree_map(lambda v: v[:n_pix], values))
+        # the same assembly (tile-invariance barrier included) as simulate.render
+        return assemble_image(config, p, jax.tree_util.tree_map(lambda v: v[:n_pix], values))
 
     # one image per step: plain lax.map, no vmap bookkeeping
     step = one if chunk == 1 else jax.vmap(one)
@@ -274,8 +264,7 @@ def render_batch(config: SimConfig, stacked: Params, images_per_step: Optional[i
     """
     batched, shared, n = split_stack(stacked)
     chunk = _step_size(config, n, images_per_step)
-    batched = {k: _strong(v) for k, v in batched.items()}
-    shared = jax.tree_util.tree_map(_strong, shared)
+    batched, shared = strong_types((batched, shared))
     return _render_batch_jit(config, batched, shared, chunk, 1)
 
 
@@ -345,8 +334,9 @@ def render_sharded(config: SimConfig, stacked: Params, mesh: Optional[Mesh] = No
     total = per_device * n_batch
     row = NamedSharding(mesh, P(BATCH_AXIS) if BATCH_AXIS in mesh.axis_names else P())
     whole = NamedSharding(mesh, P())
-    batched = {k: _global(_pad_rows(_strong(v), total), row) for k, v in batched.items()}
-    shared = {k: None if v is None else _global(_strong(v), whole) for k, v in shared.items()}
+    batched, shared = strong_types((batched, shared))
+    batched = {k: _global(_pad_rows(v, total), row) for k, v in batched.items()}
+    shared = {k: None if v is None else _global(v, whole) for k, v in shared.items()}
     return _sharded_jit(config, mesh, chunk, n_pixels, total if keep_padding else n, batched, shared)
 
 

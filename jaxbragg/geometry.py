@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._schedule import fma_free, fma_free_mul
+
 
 def _xp(*args):
     """NumPy when every argument is a NumPy array or Python number, else ``jax.numpy``."""
@@ -92,23 +94,11 @@ def rotate_axis(v, axis, angle):
     return mul(axis, along) + mul(v, c) + mul(cross(axis, v), s)
 
 
-def mul(a, b):
-    """``a * b`` rounded on its own, never merged with a neighbouring addition into a fused multiply-add.
-
-    XLA:CPU lets LLVM contract ``x * y + z`` into an FMA (one rounding instead of two) wherever the
-    multiply and the add land in the same kernel, and which kernel they land in depends on how many
-    pixels are rendered together. Adding ``a * 0`` pins the rounding: whichever of the two products LLVM
-    contracts, the sum is ``round(a * b)`` exactly (finite ``a``). Used for the per-pixel geometry, so an
-    image does not depend in its last bit on the tile size; it also matches the reference C, which is
-    compiled without FMA.
-    """
-    return a * b + a * 0.0
-
-
-def rounded(x):
-    """``x`` unchanged, but a product or quotient that produced it can no longer be merged into a
-    following addition as a fused multiply-add (XLA rewrites ``a / b`` as ``a * (1 / b)``); see :func:`mul`."""
-    return x + x * 0.0
+# Products rounded on their own, never contracted into a fused multiply-add, so a pixel's value does not
+# depend on the tile size it is rendered in (and rounds as the reference C, built without FMA); the
+# rule and its reason are in jaxbragg._schedule.
+mul = fma_free_mul
+rounded = fma_free
 
 
 def dot(a, b):

@@ -20,8 +20,8 @@ where ``adc`` is the offset added by the read-out (``-adc``, default 40). A pixe
 
 Two generators are provided:
 
-* :func:`poisson_noise_c` reproduces nanoBragg.c bit for bit (its ``ran1``/``poidev`` port in
-  :mod:`jaxbragg.rng`). The C draws the pixels one after the other from a single stream: for
+* :func:`poisson_noise_c` reproduces nanoBragg.c bit for bit (:func:`poisson_noise`, the C's noise loop
+  over the ``ran1``/``poidev`` port of :mod:`jaxbragg.rng`). The C draws the pixels one after the other from a single stream: for
   :math:`\lambda < 12` it multiplies uniforms until the product falls to :math:`e^{-\lambda}`; for
   :math:`12 \le \lambda \le 10^6` it uses rejection from a Lorentzian; above :math:`10^6` it takes
   :math:`\lambda + \sqrt{\lambda}\,g` with a Gaussian deviate :math:`g`. This is a host loop in Python
@@ -40,7 +40,7 @@ import numpy as np
 
 from . import rng as _rng
 
-__all__ = ["poisson_noise_c", "poisson_noise_jax", "to_counts", "key_from_seed", "MAX_COUNT"]
+__all__ = ["poisson_noise", "poisson_noise_c", "poisson_noise_jax", "to_counts", "key_from_seed", "MAX_COUNT"]
 
 #: The largest value an unsigned 16-bit SMV pixel can hold.
 MAX_COUNT = 65535
@@ -60,7 +60,165 @@ def poisson_noise_c(image, seed: int, active=None) -> np.ndarray:
     Returns:
         float32 NumPy array shaped like ``image`` with the raw deviates (no offset, no clip).
     """
-    return _rng.poisson_noise(np.asarray(image), seed, active=active)
+    return poisson_noise(np.asarray(image), seed, active=active)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the C's noise loop, bit for bit (host side)
+# ---------------------------------------------------------------------------------------------------
+
+class _BufferedRan1:
+    """ran1 deviates served from blocks generated ahead by a CRandom.
+
+    ``finish()`` rewinds the generator to the last block's start and replays
+    exactly the consumed draws, so its state matches the C afterwards.
+    """
+
+    __slots__ = ("gen", "block", "buf", "pos", "snap")
+
+    def __init__(self, gen: _rng.CRandom, block: int = 1 << 15):
+        self.gen = gen
+        self.block = block
+        self.buf: list = []
+        self.pos = 0
+        self.snap = None
+
+    def refill(self) -> None:
+        g = self.gen
+        self.snap = (g.idum, g.iy, list(g.iv))
+        self.buf = _rng._iy_to_uniform(g.ran1_ints(self.block)).tolist()
+        self.pos = 0
+
+    def __call__(self) -> float:
+        if self.pos >= len(self.buf):
+            self.refill()
+        v = self.buf[self.pos]
+        self.pos += 1
+        return v
+
+    def finish(self) -> None:
+        if self.snap is not None:
+            g = self.gen
+            g.idum, g.iy, g.iv = self.snap[0], self.snap[1], list(self.snap[2])
+            g.ran1_ints(self.pos)
+            self.snap = None
+            self.buf, self.pos = [], 0
+
+
+_NOISE_BLOCK = 1 << 16
+
+
+def poisson_noise(
+    image,
+    seed: Optional[int],
+    rng: Optional[_rng.CRandom] = None,
+    active=None,
+) -> np.ndarray:
+    """The C's noise loop: ``poidev(pixel, &seed)`` for every pixel in order.
+
+    Args:
+        image: photon image (any shape), taken in C order, i.e. the C's
+            ``imgidx`` order (slow-major, fast-minor). Values are narrowed to
+            float32 like the C's ``floatimage``.
+        seed: C idum (``-seed S`` gives ``-S``). ``None`` with ``rng`` given
+            keeps ``rng.idum``.
+        rng: optional shared :class:`~jaxbragg.rng.CRandom`; on return its state (idum,
+            shuffle table and the poidev/gaussdev statics) equals the C's
+            after the loop.
+        active: optional boolean mask of the same size; pixels where it is
+            False (outside the ROI in the C) are skipped without drawing and
+            come back as 0.
+
+    Returns:
+        float32 array shaped like ``image`` holding the raw deviates (the
+        caller adds ``adc_offset`` and clips at 65535).
+
+    Note:
+        Host-side Python loop, roughly 1 s per million low-count pixels. For
+        ``xm < 12`` the product of uniforms is tracked in double precision and
+        only re-done in exact float32 steps when it falls within rounding
+        distance of the threshold, so results equal :meth:`jaxbragg.rng.CRandom.poidev`
+        bit for bit; the other branches call the scalar port.
+    """
+    rng = _rng.generator(seed, rng, -1)
+
+    img = np.asarray(image)
+    shape = img.shape
+    flat = img.astype(np.float32).ravel()
+    n = flat.size
+    if active is None:
+        act_flat = None
+    else:
+        act_flat = np.asarray(active, dtype=bool).ravel()
+        if act_flat.size != n:
+            raise ValueError("active mask size does not match image")
+
+    stream = _BufferedRan1(rng)
+    out = np.zeros(n, dtype=np.float32)
+    f32 = _rng._f32
+    tol = 2.0 ** -22  # >= 4x the float32 rounding drift per multiplication
+    oldm, g = rng.oldm, rng.g
+    buf, pos, nbuf = stream.buf, stream.pos, len(stream.buf)
+
+    # Python lists are fast to index but cost ~60 bytes a pixel: walk the image in blocks so a large
+    # detector's noise stays within a few tens of MB
+    for start in range(0, n, _NOISE_BLOCK):
+        stop = min(start + _NOISE_BLOCK, n)
+        vals = flat[start:stop].astype(np.float64).tolist()
+        act = None if act_flat is None else act_flat[start:stop].tolist()
+        res = [0.0] * (stop - start)
+        for i in range(stop - start):
+            if act is not None and not act[i]:
+                continue
+            xm = vals[i]
+            if xm < 12.0:
+                if xm != oldm:
+                    oldm = xm
+                    g = f32(_rng._exp(-xm))
+                t = 1.0
+                k = 0
+                used = []
+                while True:
+                    if pos >= nbuf:
+                        stream.pos = pos
+                        stream.refill()
+                        buf, pos, nbuf = stream.buf, 0, len(stream.buf)
+                    u = buf[pos]
+                    pos += 1
+                    k += 1
+                    t *= u
+                    if t > g * (1.0 + k * tol):
+                        used.append(u)
+                        continue
+                    if t <= g * (1.0 - k * tol):
+                        break
+                    # too close to call: replay this pixel in exact float32 steps
+                    used.append(u)
+                    tt = 1.0
+                    for v in used:
+                        tt = f32(tt * v)
+                    while tt > g:
+                        if pos >= nbuf:
+                            stream.pos = pos
+                            stream.refill()
+                            buf, pos, nbuf = stream.buf, 0, len(stream.buf)
+                        tt = f32(tt * buf[pos])
+                        pos += 1
+                        k += 1
+                    break
+                res[i] = k - 1.0
+            else:
+                stream.pos = pos
+                rng.oldm, rng.g = oldm, g
+                res[i] = _rng._poidev(rng, xm, stream)
+                oldm, g = rng.oldm, rng.g
+                buf, pos, nbuf = stream.buf, stream.pos, len(stream.buf)
+        out[start:stop] = res
+
+    stream.pos = pos
+    stream.finish()
+    rng.oldm, rng.g = oldm, g
+    return out.reshape(shape)
 
 
 def key_from_seed(seed: int):

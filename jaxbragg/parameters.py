@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import crystal, geometry
-from ._jit import EntryJit
+from ._jit import EntryJit, strong_types
 from . import rng as rng_mod
 from . import simulate as sim
 from .simulate import Params, SimConfig
@@ -302,16 +302,12 @@ _render_jit = EntryJit(render)
 _render_pixels_jit = EntryJit(render_pixels)
 
 
-def _strong(tree):
-    return jax.tree_util.tree_map(sim._strong, tree)
-
-
 def simulate(template: Template, physical: Physical):
     """Jitted :func:`render`: one compilation per (config, shapes, dtypes)."""
-    return _render_jit(template, _strong(physical))
+    return _render_jit(template, strong_types(physical))
 
 
 def simulate_pixels(template: Template, physical: Physical, spix, fpix):
     """Jitted :func:`render_pixels`: one compilation per (config, number of pixels)."""
-    return _render_pixels_jit(template, _strong(physical), jnp.asarray(spix, jnp.int32),
+    return _render_pixels_jit(template, strong_types(physical), jnp.asarray(spix, jnp.int32),
                               jnp.asarray(fpix, jnp.int32))

@@ -17,10 +17,13 @@ family of Numerical-Recipes style routines:
   ``alxm``) is static.
 * ``gammln(float xx)`` -- Lanczos log-gamma, evaluated in double, returned as
   float.
-* ``mosaic_rotation_umat(float mosaicity, double umat[9], long *idum)`` --
-  random rotation about a random axis by ``mosaicity * (1 - r^2)^(1/3)``.
-* ``umat2misset(double umat[9], double *missets)`` -- rotation matrix to
-  XYZ missetting angles.
+* ``powf`` -- libm's single-precision power (used by the orientation draws).
+
+Layout: this module is the generator itself. The draws built on it live next
+to their physics: the mosaic-domain and random-misset orientations
+(``mosaic_rotation_umat``, ``umat2misset``, ...) in :mod:`jaxbragg.orientation`,
+the C's noise loop (``poisson_noise``) in :mod:`jaxbragg.noise`; both names stay
+importable from here.
 
 float32 behaviour:
     Most of these routines return C ``float`` and keep several intermediates
@@ -72,7 +75,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -80,13 +83,7 @@ __all__ = [
     "CRandom",
     "gammln",
     "idum_from_cli",
-    "mosaic_rotation_umat",
-    "umat2misset",
-    "mosaic_umats",
-    "mosaic_axes_angles",
-    "random_misset",
-    "random_misset_umat",
-    "poisson_noise",
+    "generator",
     "powf",
     "DEFAULT_MOSAIC_IDUM",
 ]
@@ -354,10 +351,6 @@ def _iy_to_uniform(iy: np.ndarray) -> np.ndarray:
     return np.where(temp > RNMX, RNMX_F32, temp)
 
 
-# ---------------------------------------------------------------------------
-# orientation helpers
-# ---------------------------------------------------------------------------
-
 _THIRD_F32 = _f32(1.0 / 3.0)
 
 
@@ -400,366 +393,27 @@ def powf(x: float, y: float) -> float:
         return float(np.power(np.float32(x), np.float32(y)))
 
 
-def mosaic_rotation_umat(mosaicity: float, rng: CRandom) -> np.ndarray:
-    """C ``mosaic_rotation_umat``: random rotation on a cap of size ``mosaicity``.
-
-    Args:
-        mosaicity: cap size in radians; narrowed to float32 like the C's
-            ``float`` parameter (90.0 covers the full sphere).
-        rng: generator; consumes three ``ran1`` draws.
-
-    Returns:
-        (3, 3) float64 rotation matrix, row-major like the C's ``umat[9]``.
-    """
-    m = _f32(mosaicity)
-    r1 = 2.0 * rng.ran1() - 1.0
-    r2 = 2.0 * rng.ran1() - 1.0
-    r3 = 2.0 * rng.ran1() - 1.0
-
-    xyrad = math.sqrt(1.0 - r2 * r2)
-    rot = _f32(m * powf(1.0 - r3 * r3, _THIRD_F32))
-
-    v1 = xyrad * math.sin(math.pi * r1)
-    v2 = xyrad * math.cos(math.pi * r1)
-    v3 = r2
-
-    c = math.cos(rot)
-    omc = 1.0 - c
-    s = math.sin(rot)
-    a = omc * v1
-    ab = a * v2
-    sv3 = s * v3
-    ac = a * v3
-    sv2 = s * v2
-    bc = omc * v2 * v3
-    sv1 = s * v1
-    return np.array(
-        [
-            [c + omc * (v1 * v1), ab - sv3, ac + sv2],
-            [ab + sv3, c + omc * (v2 * v2), bc - sv1],
-            [ac - sv2, bc + sv1, c + omc * (v3 * v3)],
-        ],
-        dtype=np.float64,
-    )
-
-
-def _unit_rows(r):
-    out = []
-    norms = []
-    for x, y, z in r:
-        m = math.sqrt(x * x + y * y + z * z)
-        norms.append(m)
-        if m > 0:
-            x, y, z = x / m, y / m, z / m
-        out.append([x, y, z])
-    return out, norms
-
-
-def _cross_unit(p, q):
-    x = p[1] * q[2] - p[2] * q[1]
-    y = p[2] * q[0] - p[0] * q[2]
-    z = p[0] * q[1] - p[1] * q[0]
-    m = math.sqrt(x * x + y * y + z * z)
-    if m > 0:
-        x, y, z = x / m, y / m, z / m
-    return [x, y, z]
-
-
-def umat2misset(umat) -> Tuple[float, float, float]:
-    """C ``umat2misset``: rotation matrix to missetting angles (rotx, roty, rotz), radians."""
-    u = np.asarray(umat, dtype=np.float64).reshape(3, 3)
-    rows = [[float(v) for v in row] for row in u]
-    rows, (mx, my, mz) = _unit_rows(rows)
-
-    if mx >= 0 and my <= 0 and mz <= 0:
-        rows[1] = [0.0, 1.0, 0.0]
-        rows[2] = [0.0, 0.0, 1.0]
-    if mx <= 0 and my >= 0 and mz <= 0:
-        rows[0] = [1.0, 0.0, 0.0]
-        rows[2] = [0.0, 0.0, 1.0]
-    if mx <= 0 and my <= 0 and mz >= 0:
-        rows[0] = [1.0, 0.0, 0.0]
-        rows[1] = [0.0, 1.0, 0.0]
-
-    # two passes of filling in missing rows from the other two
-    for _ in range(2):
-        xcy = _cross_unit(rows[0], rows[1])
-        ycz = _cross_unit(rows[1], rows[2])
-        zcx = _cross_unit(rows[2], rows[0])
-        if mx <= 0:
-            rows[0] = ycz
-        if my <= 0:
-            rows[1] = zcx
-        if mz <= 0:
-            rows[2] = xcy
-
-    rows, _ = _unit_rows(rows)
-    (uxx, uxy, _uxz), (uyx, uyy, _uyz), (uzx, uzy, uzz) = rows
-
-    if uzx * uzx < 1.0:
-        rotx = math.atan2(uzy, uzz)
-        roty = math.atan2(-uzx, math.sqrt(uzy * uzy + uzz * uzz))
-        rotz = math.atan2(uyx, uxx)
-    else:
-        rotx = math.atan2(1, 1) * 4
-        roty = math.atan2(1, 1) * 2
-        rotz = math.atan2(uxy, -uyy)
-    return rotx, roty, rotz
-
-
-def _prepare(seed: Optional[int], rng: Optional[CRandom]) -> CRandom:
+def generator(seed: Optional[int], rng: Optional[CRandom], default: int) -> CRandom:
+    """The generator a routine draws from: ``rng`` reseeded to ``seed`` (kept as it is when ``seed`` is
+    ``None``), or a fresh :class:`CRandom` at ``seed`` (``default`` when ``None``)."""
     if rng is None:
-        rng = CRandom(DEFAULT_MOSAIC_IDUM if seed is None else seed)
-    elif seed is not None:
+        return CRandom(default if seed is None else seed)
+    if seed is not None:
         rng.reseed(seed)
     return rng
 
 
-def mosaic_umats(
-    spread_rad: float,
-    n_domains: int,
-    seed: Optional[int] = DEFAULT_MOSAIC_IDUM,
-    rng: Optional[CRandom] = None,
-) -> np.ndarray:
-    """The C's mosaic-domain loop.
-
-    Args:
-        spread_rad: mosaic spread in radians (``-mosaic`` degrees / RTD, a
-            double in the C, narrowed to float32 at the call).
-        n_domains: number of domains (>= 1).
-        seed: C idum (``-mosaic_seed S`` gives ``-S``; default -12345678).
-            ``None`` with ``rng`` given keeps ``rng.idum``.
-        rng: optional shared :class:`CRandom` (statics shared like the C);
-            its ``idum`` is left advanced.
-
-    Returns:
-        (n_domains, 3, 3) float64; domain 0 is the identity (its three draws
-        are still consumed, as in the C).
-    """
-    rng = _prepare(seed, rng)
-    n = int(n_domains)
-    out = np.empty((n, 3, 3), dtype=np.float64)
-    for d in range(n):
-        out[d] = mosaic_rotation_umat(spread_rad, rng)
-        if d == 0:
-            out[0] = np.eye(3)
-    return out
+# The orientation draws and the C-exact noise loop live in their own modules; these names stay
+# importable from here for existing callers (PEP 562, resolved on first use: no import cycle).
+_MOVED = {
+    "mosaic_rotation_umat": "orientation", "umat2misset": "orientation", "mosaic_umats": "orientation",
+    "mosaic_axes_angles": "orientation", "random_misset": "orientation", "random_misset_umat": "orientation",
+    "poisson_noise": "noise",
+}
 
 
-def random_misset_umat(seed: Optional[int], rng: Optional[CRandom] = None) -> np.ndarray:
-    """The umat drawn by ``-misset random`` (``mosaic_rotation_umat(90.0, ...)``)."""
-    rng = _prepare(seed, rng)
-    return mosaic_rotation_umat(90.0, rng)
-
-
-def random_misset(seed: Optional[int], rng: Optional[CRandom] = None) -> Tuple[float, float, float]:
-    """The C's ``-misset random`` angles (rotx, roty, rotz) in radians.
-
-    The cap size 90.0 is used as radians by the C (i.e. many full turns),
-    which still yields a rotation about a uniformly random axis.
-
-    Args:
-        seed: C idum (``-misset_seed S`` gives ``-S``).
-        rng: optional shared :class:`CRandom`.
-    """
-    return umat2misset(random_misset_umat(seed, rng))
-
-
-# ---------------------------------------------------------------------------
-# Poisson noise
-# ---------------------------------------------------------------------------
-
-class _BufferedRan1:
-    """ran1 deviates served from blocks generated ahead by a CRandom.
-
-    ``finish()`` rewinds the generator to the last block's start and replays
-    exactly the consumed draws, so its state matches the C afterwards.
-    """
-
-    __slots__ = ("gen", "block", "buf", "pos", "snap")
-
-    def __init__(self, gen: CRandom, block: int = 1 << 15):
-        self.gen = gen
-        self.block = block
-        self.buf: list = []
-        self.pos = 0
-        self.snap = None
-
-    def refill(self) -> None:
-        g = self.gen
-        self.snap = (g.idum, g.iy, list(g.iv))
-        self.buf = _iy_to_uniform(g.ran1_ints(self.block)).tolist()
-        self.pos = 0
-
-    def __call__(self) -> float:
-        if self.pos >= len(self.buf):
-            self.refill()
-        v = self.buf[self.pos]
-        self.pos += 1
-        return v
-
-    def finish(self) -> None:
-        if self.snap is not None:
-            g = self.gen
-            g.idum, g.iy, g.iv = self.snap[0], self.snap[1], list(self.snap[2])
-            g.ran1_ints(self.pos)
-            self.snap = None
-            self.buf, self.pos = [], 0
-
-
-_NOISE_BLOCK = 1 << 16
-
-
-def poisson_noise(
-    image,
-    seed: Optional[int],
-    rng: Optional[CRandom] = None,
-    active=None,
-) -> np.ndarray:
-    """The C's noise loop: ``poidev(pixel, &seed)`` for every pixel in order.
-
-    Args:
-        image: photon image (any shape), taken in C order, i.e. the C's
-            ``imgidx`` order (slow-major, fast-minor). Values are narrowed to
-            float32 like the C's ``floatimage``.
-        seed: C idum (``-seed S`` gives ``-S``). ``None`` with ``rng`` given
-            keeps ``rng.idum``.
-        rng: optional shared :class:`CRandom`; on return its state (idum,
-            shuffle table and the poidev/gaussdev statics) equals the C's
-            after the loop.
-        active: optional boolean mask of the same size; pixels where it is
-            False (outside the ROI in the C) are skipped without drawing and
-            come back as 0.
-
-    Returns:
-        float32 array shaped like ``image`` holding the raw deviates (the
-        caller adds ``adc_offset`` and clips at 65535).
-
-    Note:
-        Host-side Python loop, roughly 1 s per million low-count pixels. For
-        ``xm < 12`` the product of uniforms is tracked in double precision and
-        only re-done in exact float32 steps when it falls within rounding
-        distance of the threshold, so results equal :meth:`CRandom.poidev`
-        bit for bit; the other branches call the scalar port.
-    """
-    if rng is None:
-        rng = CRandom(-1 if seed is None else seed)
-    elif seed is not None:
-        rng.reseed(seed)
-
-    img = np.asarray(image)
-    shape = img.shape
-    flat = img.astype(np.float32).ravel()
-    n = flat.size
-    if active is None:
-        act_flat = None
-    else:
-        act_flat = np.asarray(active, dtype=bool).ravel()
-        if act_flat.size != n:
-            raise ValueError("active mask size does not match image")
-
-    stream = _BufferedRan1(rng)
-    out = np.zeros(n, dtype=np.float32)
-    f32 = _f32
-    tol = 2.0 ** -22  # >= 4x the float32 rounding drift per multiplication
-    oldm, g = rng.oldm, rng.g
-    buf, pos, nbuf = stream.buf, stream.pos, len(stream.buf)
-
-    # Python lists are fast to index but cost ~60 bytes a pixel: walk the image in blocks so a large
-    # detector's noise stays within a few tens of MB
-    for start in range(0, n, _NOISE_BLOCK):
-        stop = min(start + _NOISE_BLOCK, n)
-        vals = flat[start:stop].astype(np.float64).tolist()
-        act = None if act_flat is None else act_flat[start:stop].tolist()
-        res = [0.0] * (stop - start)
-        for i in range(stop - start):
-            if act is not None and not act[i]:
-                continue
-            xm = vals[i]
-            if xm < 12.0:
-                if xm != oldm:
-                    oldm = xm
-                    g = f32(_exp(-xm))
-                t = 1.0
-                k = 0
-                used = []
-                while True:
-                    if pos >= nbuf:
-                        stream.pos = pos
-                        stream.refill()
-                        buf, pos, nbuf = stream.buf, 0, len(stream.buf)
-                    u = buf[pos]
-                    pos += 1
-                    k += 1
-                    t *= u
-                    if t > g * (1.0 + k * tol):
-                        used.append(u)
-                        continue
-                    if t <= g * (1.0 - k * tol):
-                        break
-                    # too close to call: replay this pixel in exact float32 steps
-                    used.append(u)
-                    tt = 1.0
-                    for v in used:
-                        tt = f32(tt * v)
-                    while tt > g:
-                        if pos >= nbuf:
-                            stream.pos = pos
-                            stream.refill()
-                            buf, pos, nbuf = stream.buf, 0, len(stream.buf)
-                        tt = f32(tt * buf[pos])
-                        pos += 1
-                        k += 1
-                    break
-                res[i] = k - 1.0
-            else:
-                stream.pos = pos
-                rng.oldm, rng.g = oldm, g
-                res[i] = _poidev(rng, xm, stream)
-                oldm, g = rng.oldm, rng.g
-                buf, pos, nbuf = stream.buf, stream.pos, len(stream.buf)
-        out[start:stop] = res
-
-    stream.pos = pos
-    stream.finish()
-    rng.oldm, rng.g = oldm, g
-    return out.reshape(shape)
-
-
-def mosaic_axes_angles(
-    spread_rad: float,
-    n_domains: int,
-    seed: Optional[int] = DEFAULT_MOSAIC_IDUM,
-    rng: Optional[CRandom] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Axis and angle of each domain of :func:`mosaic_umats`, from the same draws.
-
-    ``mosaic_rotation_umat`` builds a Rodrigues rotation about the unit axis
-    ``v = (sqrt(1 - r2^2) sin(pi r1), sqrt(1 - r2^2) cos(pi r1), r2)`` by
-    ``rot = mosaicity * (1 - r3^2)^(1/3)`` (float32, as in the C). Returning
-    ``(v, rot)`` instead of the matrix lets a caller rescale every domain's
-    angle, i.e. treat the spread as a continuous parameter with the domain
-    directions fixed by the seed (``jaxbragg.parameters``).
-
-    Args:
-        spread_rad, n_domains, seed, rng: as for :func:`mosaic_umats`.
-
-    Returns:
-        ``(axes, angles)``: (n_domains, 3) unit axes and (n_domains,) angles
-        in radians, float64. Domain 0 gets angle 0 (the C forces it to the
-        identity); its axis is the one drawn.
-    """
-    rng = _prepare(seed, rng)
-    n = int(n_domains)
-    m = _f32(spread_rad)
-    axes = np.empty((n, 3), dtype=np.float64)
-    angles = np.empty(n, dtype=np.float64)
-    for d in range(n):
-        r1 = 2.0 * rng.ran1() - 1.0
-        r2 = 2.0 * rng.ran1() - 1.0
-        r3 = 2.0 * rng.ran1() - 1.0
-        xyrad = math.sqrt(1.0 - r2 * r2)
-        axes[d] = (xyrad * math.sin(math.pi * r1), xyrad * math.cos(math.pi * r1), r2)
-        angles[d] = _f32(m * powf(1.0 - r3 * r3, _THIRD_F32))
-    angles[0] = 0.0
-    return axes, angles
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
+        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -204,7 +204,7 @@ def _misset_rotation(parsed, setup, cwd):
 
 
 def _sidecar(k, number, name, seed, umat, misset, lattice):
-    from .rng import umat2misset
+    from .orientation import umat2misset
     total = umat @ misset
     return {"shot": number, "index": k, "file": os.path.basename(name), "seed": seed,
             "umat": umat.tolist(), "misset_deg": [a * RTD for a in umat2misset(total)],

@@ -16,25 +16,53 @@ a flag set, the corresponding factor multiplies the running sum after every samp
 A sample whose lattice factor is exactly zero (and there is no water) skips that multiplication, and a
 source beyond ``dmin`` skips its whole phi x mosaic block, as in the reference.
 
-Implementation: :func:`_tile` is the physics of a tile of pixels written over the sample axes with
-broadcasting (layers, sub-pixels, sources, then the fused phi x mosaic lattice stack) and the tile's
-pixels as the trailing axis, so XLA vectorises over pixels; :func:`pixel_values` ``lax.map`` s over tiles,
-so memory stays bounded by ``tile x samples``. See docs/architecture.md and docs/performance.md.
+Layout: the physics of a tile of pixels is the stage pipeline of :mod:`jaxbragg.kernel` (ray -> q -> Miller
+index -> lattice factor and F -> intensity, with polarization, solid angle and capture), each stage
+returning a named result. This module holds what is shared by every way of rendering: the static
+:class:`SimConfig` (experiment) with its :class:`Execution` knobs, the :class:`Params` pytree, the
+per-image set-up (:class:`ImageSetup`: detector frame, phi x mosaic lattice stack, precision), one tiling
+rule (:func:`_choose_tile`, :func:`_map_tiles`), and the reference's image-wide rules (mask, phi
+carry-over, interpolation switch-off) applied by :func:`finish_image`. :func:`pixel_values`
+``lax.map`` s the pipeline over tiles, so memory stays bounded by ``tile x samples``. How XLA is steered
+on each backend is :mod:`jaxbragg._schedule`. See docs/architecture.md and docs/performance.md.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from typing import Optional, Tuple
 
 import chex
 import jax
 import jax.numpy as jnp
 
-from . import beam as beam_mod
-from . import crystal, detector, geometry, lattice, structure_factors
-from ._jit import EntryJit, compiler_options  # noqa: F401  (re-exported for users' own jits)
+from . import crystal, detector
+from ._jit import EntryJit, compiler_options, strong_types  # noqa: F401  (re-exported for users' own jits)
+from ._schedule import for_backend
+from .kernel import PixelValues, render_tile
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How a render is executed, apart from what is rendered: the knobs that change speed and memory
+    (and, for ``precision``, the rounding) but not the experiment.
+
+    Attributes:
+      tile_pixels, sample_budget, precision: the execution knobs (:class:`Execution`), not part of the
+        experiment:
+      tile_pixels: pixels per tile; ``None`` picks one from ``sample_budget``.
+      sample_budget: target number of pixel-samples held in memory at once.
+      precision: ``"float32"`` for the mixed-precision per-sample stage, ``None`` for the parameters'
+        dtype (see :class:`SimConfig`).
+
+    A :class:`SimConfig` carries these as its last three fields (so one hashable object keys a
+    compilation); ``config.execution`` reads them and ``config.with_execution(knobs)`` sets them.
+    """
+    tile_pixels: Optional[int] = None
+    sample_budget: int = 1 << 20
+    precision: Optional[str] = None
+
+
+EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Execution))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +87,13 @@ class SimConfig:
       hkl_min: ``(hmin, kmin, lmin)`` of ``Params.F_grid``; ``None`` when no grid is used.
       interpolate: tricubic interpolation of ``F_grid`` (with the reference's out-of-range fallback).
       use_mask: skip pixels where ``Params.mask`` is zero.
+      tile_pixels, sample_budget, precision: the execution knobs (:class:`Execution`), not part of the
+        experiment:
       tile_pixels: pixels per tile; ``None`` picks one from ``sample_budget``.
       sample_budget: target number of pixel-samples held in memory at once.
       precision: ``"float32"`` runs the per-sample stage (lattice factor, F lookup, sums) in single
         precision while the geometry and the integer part of the Miller indices keep the parameters'
-        precision (mixed precision, see :func:`_mixed_indices`: about 2x faster, within ~2e-6 of the
+        precision (mixed precision, see :func:`jaxbragg.kernel._mixed_indices`: about 2x faster, within ~2e-6 of the
         image maximum of float64 even for N = 100); ``None`` uses the parameters' dtype. The image has
         the per-sample precision.
     """
@@ -95,6 +125,15 @@ class SimConfig:
     precision: Optional[str] = None
 
     @property
+    def execution(self) -> Execution:
+        """The execution knobs (tile size, sample budget, precision)."""
+        return Execution(**{name: getattr(self, name) for name in EXECUTION_FIELDS})
+
+    def with_execution(self, execution: Execution) -> "SimConfig":
+        """This experiment with other execution knobs."""
+        return dataclasses.replace(self, **dataclasses.asdict(execution))
+
+    @property
     def steps(self) -> int:
         """The reference's normalisation count (sensor layers are not included)."""
         return self.sources * self.mosaic_domains * self.phisteps * self.oversample ** 2
@@ -107,6 +146,13 @@ class SimConfig:
         """The rendered window clipped to the detector, inclusive ``(f0, f1, s0, s1)``."""
         f0, f1, s0, s1 = self.roi if self.roi is not None else (0, self.fpixels, 0, self.spixels)
         return (max(f0, 0), min(f1, self.fpixels - 1), max(s0, 0), min(s1, self.spixels - 1))
+
+
+def _field(rank: int, optional: bool = False):
+    """A ``Params`` field whose array has ``rank`` axes for one image (a batch stack adds one)."""
+    if optional:
+        return dataclasses.field(default=None, metadata={"rank": rank})
+    return dataclasses.field(metadata={"rank": rank})
 
 
 @chex.dataclass(frozen=True)
@@ -123,37 +169,43 @@ class Params:
     Beam: ``source_dirs`` [S, 3] unit sample->source; ``source_lambda`` [S]; ``fluence``; ``kahn``
     (polarization factor); ``polar_vector`` [3]; ``water_size`` (metres); ``dmin`` (metres, 0 = off).
     ``mask`` [spixels, fpixels] (only with ``use_mask``).
+
+    Each field's metadata gives its rank for one image (:data:`PARAM_RANK`, used by the batch module).
     """
-    lattice: chex.Array
-    ncells: chex.Array
-    fudge: chex.Array
-    spindle: chex.Array
-    phi0: chex.Array
-    phistep: chex.Array
-    mosaic_umats: chex.Array
-    default_F: chex.Array
-    fdet: chex.Array
-    sdet: chex.Array
-    odet: chex.Array
-    beam: chex.Array
-    detector_rotations: chex.Array
-    twotheta_axis: chex.Array
-    twotheta: chex.Array
-    beam_center: chex.Array
-    distance: chex.Array
-    pixel_size: chex.Array
-    source_dirs: chex.Array
-    source_lambda: chex.Array
-    fluence: chex.Array
-    kahn: chex.Array
-    polar_vector: chex.Array
-    water_size: chex.Array
-    dmin: chex.Array
-    thickstep: chex.Array
-    mu: chex.Array
-    F_grid: Optional[chex.Array] = None
-    pix0: Optional[chex.Array] = None
-    mask: Optional[chex.Array] = None
+    lattice: chex.Array = _field(2)
+    ncells: chex.Array = _field(1)
+    fudge: chex.Array = _field(0)
+    spindle: chex.Array = _field(1)
+    phi0: chex.Array = _field(0)
+    phistep: chex.Array = _field(0)
+    mosaic_umats: chex.Array = _field(3)
+    default_F: chex.Array = _field(0)
+    fdet: chex.Array = _field(1)
+    sdet: chex.Array = _field(1)
+    odet: chex.Array = _field(1)
+    beam: chex.Array = _field(1)
+    detector_rotations: chex.Array = _field(1)
+    twotheta_axis: chex.Array = _field(1)
+    twotheta: chex.Array = _field(0)
+    beam_center: chex.Array = _field(1)
+    distance: chex.Array = _field(0)
+    pixel_size: chex.Array = _field(0)
+    source_dirs: chex.Array = _field(2)
+    source_lambda: chex.Array = _field(1)
+    fluence: chex.Array = _field(0)
+    kahn: chex.Array = _field(0)
+    polar_vector: chex.Array = _field(1)
+    water_size: chex.Array = _field(0)
+    dmin: chex.Array = _field(0)
+    thickstep: chex.Array = _field(0)
+    mu: chex.Array = _field(0)
+    F_grid: Optional[chex.Array] = _field(3, optional=True)
+    pix0: Optional[chex.Array] = _field(1, optional=True)
+    mask: Optional[chex.Array] = _field(2, optional=True)
+
+
+#: Rank of each ``Params`` field for one image, in field order (from the field definitions above).
+PARAM_RANK = {f.name: f.metadata["rank"] for f in dataclasses.fields(Params)}
 
 
 def detector_frame(config: SimConfig, p: Params):
@@ -200,7 +252,8 @@ def _lattice_stack(config: SimConfig, p: Params, angles):
 
 
 def _sample_dtype(config: SimConfig, p: Params):
-    return jnp.dtype(config.precision) if config.precision is not None else p.pixel_size.dtype
+    precision = config.execution.precision
+    return jnp.dtype(precision) if precision is not None else p.pixel_size.dtype
 
 
 def _working_precision(p: Params) -> Params:
@@ -211,7 +264,7 @@ def _working_precision(p: Params) -> Params:
     ~1e-6 absolute error, which the lattice factor of a large crystal (N >= 20) turns into ~1e-4 relative
     intensity errors. The lattice factor depends only on the reduced index ``d = h - h0``, so we form
     the integer part of ``h`` in float64 and run the expensive per-sample work (lattice factor, F lookup,
-    sums) on ``d`` in the caller's precision (:func:`_mixed_indices`). Without 64-bit types everything
+    sums) on ``d`` in the caller's precision (:func:`jaxbragg.kernel._mixed_indices`). Without 64-bit types everything
     stays float32.
     """
     if p.pixel_size.dtype != jnp.float32 or not jax.config.jax_enable_x64:
@@ -220,279 +273,42 @@ def _working_precision(p: Params) -> Params:
     return jax.tree_util.tree_map(up, p)
 
 
-def _materialise(pred, tree):
-    """Return ``tree`` unchanged, computed in full before its consumers run.
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageSetup:
+    """What every tile of one image shares, built once per image by :func:`image_setup`.
 
-    XLA:CPU drops ``optimization_barrier`` before fusion and happily duplicates cheap per-pixel or
-    per-tile computations (index arithmetic, a two-theta ``sin``, a transpose) into the per-sample loop,
-    re-evaluating them for every phi x mosaic sample. A conditional on a runtime predicate (always true
-    here) cannot be fused across, so its outputs are materialised once.
+    Attributes:
+      params: the params in working precision (:func:`_working_precision`).
+      sample_dtype: precision of the per-sample stage (:class:`Execution`).
+      frame: the placed detector (:func:`detector_frame`).
+      lat_stacks: [V, P*M, 3, 3] lattice-orientation variants: variant 0 on the spec phi schedule; with
+        the carry-over variant, variant 1 for the image's first sample group (:func:`phi_schedule`).
+      recip_A: [3, 3] reciprocal vectors in 1/Angstrom.
     """
-    return _once(pred, lambda t: t, tree)
+    params: Params
+    sample_dtype: object
+    frame: dict
+    lat_stacks: jax.Array
+    recip_A: jax.Array
 
 
-def _once(pred, fn, *args):
-    """``fn(*args)`` computed in full before its consumers run, like :func:`_materialise`, but inside the
-    conditional's branch, so the results are written once instead of computed and then copied."""
-    shapes = jax.eval_shape(fn, *args)
-    # the untaken branch must differ, or XLA simplifies the conditional away
-    zeros = lambda *_: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    return jax.lax.cond(pred, fn, zeros, *args)
+def image_setup(config: SimConfig, p: Params, carryover_variant: bool = False) -> ImageSetup:
+    """The per-image set-up of every render path (``render``, ``render_pixels``, the C-parity fix-ups, the
+    pixel trace, ``batch``)."""
+    sd = _sample_dtype(config, p)
+    p = _working_precision(p)
+    angles, first_angles = phi_schedule(config, p)
+    frame = detector_frame(config, p)
+    stacks = _lattice_stack(config, p, angles)[None]
+    if carryover_variant:
+        stacks = jnp.concatenate([stacks, _lattice_stack(config, p, first_angles)[None]])
+    recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
+    return ImageSetup(p, sd, frame, stacks, recip_A)
 
 
-def _tree_sum(x):
-    """Sum over axis 0 by explicit pairwise additions.
-
-    The order of additions depends only on ``x.shape[0]`` (the samples of a pixel), never on the other
-    axes (the tile of pixels), and XLA does not reassociate explicit additions: a pixel's value is
-    bit-identical whatever tile it is rendered in. Pairwise summation is also more accurate than a
-    running sum.
-
-    The samples are split into power-of-two blocks (240 = 128 + 64 + 32 + 16), each summed as a balanced
-    tree, and the block sums are added from the smallest up: ``S128 + (S64 + (S32 + S16))``. That is, bit
-    for bit, the balanced tree over the samples padded with zeros to the next power of two, without the
-    padding: XLA:CPU made a pad the root of its own kernel, so the per-sample values were written out and
-    read back instead of being summed where they are computed.
-    """
-    n = x.shape[0]
-    total = None
-    end = n
-    for k in range(n.bit_length()):
-        if not n >> k & 1:
-            continue
-        block = x[end - (1 << k):end]
-        end -= 1 << k
-        while block.shape[0] > 1:
-            block = block[0::2] + block[1::2]
-        total = block[0] if total is None else block[0] + total
-    return total
-
-
-def _miller(qc, lat_stacks, first):
-    """Miller indices ``h = a . q``, 3 x [L, O, O, S, PM, T], from q's components 3 x [L, O, O, S, 1, 1, T]
-    and the orientation variants ``lat_stacks`` [V, PM, 3, 3]: variant 0, or variant 1 where ``first``
-    [L, O, O, S, 1, T] is set (``None``: nowhere).
-
-    One index at a time, as broadcast multiply-adds that XLA fuses with the lattice factor (a
-    ``dot_general`` with a contraction of length 3 would materialise them and run slower).
-    """
-    lat = lat_stacks[..., None]                                           # [V, PM, 3, 3, 1]
-    hkl = [qc[0] * lat[:, :, v, 0] + qc[1] * lat[:, :, v, 1] + qc[2] * lat[:, :, v, 2]
-           for v in range(3)]                                             # 3 x [L, O, O, S, V, PM, T]
-    if first is None:
-        return [x[..., 0, :, :] for x in hkl]
-    return [jnp.where(first, x[..., 1, :, :], x[..., 0, :, :]) for x in hkl]
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
-def _mixed_indices(live, qc, lat_stacks, first, sd):
-    """Miller indices for the mixed-precision mode: ``h = a . q`` split into a float64 part per (pixel,
-    orientation) and a float32 correction per sample.
-
-    With ``q_0`` the centre of a pixel's samples and ``dq = q - q_0``, ``h = a . q_0 + a . dq``. The first
-    term is formed in float64 for the P x M orientations of a pixel only and split into its nearest
-    integer ``h_0`` and a remainder ``r`` in [-1/2, 1/2]; the second is small (sub-pixel offsets,
-    divergence, dispersion, sensor depth: |a . dq| ~ 0.01-1) and is formed in float32 inside the sample
-    loop. ``x = r + a . dq`` then equals ``h - h_0`` to ~1e-7, whereas float32 ``h`` itself (|h| up to
-    ~100) would be off by ~1e-5, which a large crystal turns into 1e-4 intensity errors. The per-sample
-    cost is three float32 multiply-adds instead of a float64 pass over every sample.
-
-    Derivatives: ``dx = dh`` (``h_0`` is piecewise constant), formed in float64 from ``q`` and ``a`` as in
-    the float64 path. Differentiating the float32 split instead made reverse mode 2.7x slower (XLA:CPU
-    ran the transposed float32 contractions through slow library reductions).
-
-    Returns:
-      (h0, x): float64 nearest indices 3 x [1, 1, 1, 1, PM, T] and float32 ``x = h - h0``
-      3 x [L, O, O, S, PM, T] (|x| <~ 1: not reduced once more).
-    """
-    # the midpoint of the pixel's first and last samples: opposite corners of the sub-pixel grid and of
-    # the divergence grid, the ends of a wavelength or depth range, so |dq| is about halved (a max/min
-    # over the samples was as good but its reductions cost more than the rest of this set-up)
-    q0 = [(x[:1, :1, :1, :1] + x[-1:, -1:, -1:, -1:]) * 0.5 for x in qc]   # [1, 1, 1, 1, 1, 1, T]
-    base = _miller(q0, lat_stacks, first)                                  # 3 x [1, 1, 1, 1, PM, T]
-    h0 = [structure_factors.nearest_index(x) for x in base]
-    rem = [(x - i).astype(sd) for x, i in zip(base, h0)]
-    dq = [(x - x0).astype(sd) for x, x0 in zip(qc, q0)]                    # [L, O, O, S, 1, 1, T]
-    # per-pixel inputs, materialised so the sample loop does not recompute them in float64
-    h0, rem, dq = _materialise(live, (h0, rem, dq))
-    corr = _miller(dq, lat_stacks.astype(sd), first)                       # 3 x [L, O, O, S, PM, T]
-    return h0, [r + c for r, c in zip(rem, corr)]
-
-
-@_mixed_indices.defjvp
-def _mixed_indices_jvp(sd, primals, tangents):
-    live, qc, lat_stacks, first = primals
-    _, dqc, dlat, _ = tangents
-    h0, x = _mixed_indices(live, qc, lat_stacks, first, sd)
-    dh = jax.jvp(lambda q, a: _miller(q, a, first), (qc, lat_stacks), (dqc, dlat))[1]
-    return (h0, x), ([jnp.zeros_like(i) for i in h0], [d.astype(sd) for d in dh])
-
-
-def _tile(config: SimConfig, p: Params, frame, lat_stacks, recip_A, spix, fpix, first_variant=False,
-          cutoff=None, sample_dtype=None):
-    """Photon counts of a tile of pixels (before masking).
-
-    The per-sample physics is written with broadcasting over the sample axes
-    ``[L, O, O, S, PM]`` (sensor layer, sub-pixel slow, sub-pixel fast, source, phi x mosaic) and a
-    trailing pixel axis ``T``. Keeping the pixels innermost lets XLA vectorise the fused sample loop over
-    many pixels (the phi x mosaic axis is often 1 and rarely a multiple of the SIMD width); with the
-    pixel axis leading (``vmap`` over pixels) the same code ran 2-5x slower (docs/performance.md).
-
-    Args:
-      lat_stacks: [V, P*M, 3, 3] lattice-orientation variants; variant 0 is used everywhere except, when
-        ``first_variant`` (static) is set, each pixel's first sample group that survives ``dmin``, which
-        uses variant 1 (see :func:`phi_schedule`).
-      spix, fpix: [T] integer pixel indices (traced).
-      cutoff: with interpolation, [T] within-pixel sample index from which nearest lookup replaces
-        tricubic interpolation (traced); ``None`` returns both variants, see below.
-      sample_dtype: precision of the per-sample stage (default: that of ``p``); geometry and Miller
-        indices use ``p``'s precision (see :func:`_working_precision`).
-
-    Returns:
-      [T] pixel values; with ``config.interpolate`` and no ``cutoff``, a tuple ``(values with tricubic F,
-      values with nearest F, index of the first sample failing the interpolation range test or
-      ``samples_per_pixel`` if none)``, each [T].
-    """
-    dtype = p.pixel_size.dtype
-    sd = dtype if sample_dtype is None else sample_dtype
-    # always true, but not a compile-time constant (a one-tile image has constant indices)
-    live = jnp.min(spix) >= 0
-    # the per-image quantities enter as finished values in every context: left to itself XLA recomputes
-    # them inside the per-pixel kernels of a one-tile image but hoists them out of the tile loop, and the
-    # two kernels round differently (FMA contraction); see geometry.mul
-    frame, lat_stacks, recip_A = _materialise(live, (frame, lat_stacks, recip_A))
-    nl, o = config.thicksteps, config.oversample
-    n_t = spix.shape[0]
-    sub = p.pixel_size / o
-    sub_idx = jnp.arange(o, dtype=dtype)[:, None]
-    f_coord = geometry.mul(sub, fpix[None, :] * o + sub_idx) + sub / 2.0  # [O, T]
-    s_coord = geometry.mul(sub, spix[None, :] * o + sub_idx) + sub / 2.0  # [O, T]
-    layers = jnp.arange(nl, dtype=dtype)[:, None, None, None]
-    shape4 = (nl, o, o, n_t)
-    pos = detector.pixel_position(
-        frame, jnp.broadcast_to(f_coord[None, None, :, :], shape4),
-        jnp.broadcast_to(s_coord[None, :, None, :], shape4),
-        jnp.broadcast_to(layers * p.thickstep, shape4), config.curved, p.beam)   # [L, O, O, T, 3]
-
-    def ray(pos):
-        airpath = geometry.norm(pos)
-        return airpath, geometry.rounded(pos / airpath[..., None])
-
-    # computed once: XLA:CPU does not share a producer between sibling kernels, and each of q's
-    # components, the dmin test, polarization and solid angle would recompute the square root
-    airpath, diffracted = _once(live, ray, pos)
-    omega = detector.solid_angle(airpath, frame["close_distance"], p.pixel_size, config.point_pixel)
-    if config.thick_sensor:
-        capture = detector.capture_fraction(diffracted, frame["odet"], layers, p.thickstep, p.mu)
-    else:
-        capture = jnp.ones(shape4, dtype)                                 # [L, O, O, T]
-
-    incident = -p.source_dirs[:, None, :]                                 # [S, 1, 3]
-    d5 = diffracted[:, :, :, None, :, :]                                  # [L, O, O, 1, T, 3]
-
-    def scattering(d5):
-        """q's components 3 x [L, O, O, S, T] and the dmin test [L, O, O, S, T]."""
-        q = (d5 - incident) / p.source_lambda[:, None, None]              # [L, O, O, S, T, 3]
-
-        def beyond_dmin(q):
-            stol = 0.5 * geometry.norm(q)
-            return ~((stol > 0.0) & (p.dmin > 0.5 / jnp.where(stol > 0, stol, 1.0)))
-
-        # without a dmin cut (the usual case) skip the test's square root and division altogether
-        valid = jax.lax.cond(p.dmin > 0.0, beyond_dmin, lambda q: jnp.ones(q.shape[:-1], bool), q)
-        return [q[..., c] for c in range(3)], valid
-
-    # the per-(sub-pixel, source) quantities are computed once per tile: left to itself XLA fuses their
-    # divisions into the sample loop and recomputes them for every phi x mosaic sample
-    qc, valid = _once(live, scattering, d5)
-    lat_stacks, recip_A = _materialise(live, (lat_stacks, recip_A))
-    n_groups = valid.size // n_t
-    # each pixel's first (layer, sub-pixel, source) group inside dmin (argmax: 0 where none is)
-    first_group = jnp.argmax(valid.reshape(n_groups, n_t), axis=0)        # [T]
-    if config.polarization and config.oversample_polar:
-        polar = beam_mod.polarization_factor(p.kahn, incident, d5, p.polar_vector)
-    elif config.polarization:
-        # only the factor of each pixel's first group inside dmin is used (0 if there is none); without
-        # a dmin cut that is group 0, evaluated alone
-        def first_polar(_):
-            every = beam_mod.polarization_factor(p.kahn, incident, d5, p.polar_vector)
-            pick = jnp.arange(n_groups)[:, None] == first_group
-            flat = valid.reshape(n_groups, n_t)
-            # a sum of exact zeros and one value: the value itself
-            return jnp.sum(jnp.where(pick & flat, every.reshape(n_groups, n_t), 0.0), axis=0)
-
-        def group_zero(_):
-            return beam_mod.polarization_factor(p.kahn, incident[0], diffracted[0, 0, 0], p.polar_vector)
-
-        polar = jax.lax.cond(p.dmin > 0.0, first_polar, group_zero, None)   # [T]
-    else:
-        polar = jnp.ones(valid.shape, dtype)                              # [L, O, O, S, T]
-
-    qc = [x[..., None, None, :] for x in qc]                              # [L, O, O, S, 1, 1, T]
-    if first_variant:
-        flat = valid.reshape(n_groups, n_t)
-        first = (jnp.arange(n_groups)[:, None] == first_group) & flat
-        first = first.reshape(valid.shape)[..., None, :]                  # [L, O, O, S, 1, T]
-    else:
-        first = None
-
-    if sd == dtype or n_groups == 1:
-        # (mixed precision with one sample point per pixel: the split's per-pixel float64 part would be
-        # the whole index computation, so the reduced index is formed in float64 and then converted)
-        hkl = _miller(qc, lat_stacks, first)
-        dhkl = [(x - structure_factors.nearest_index(x)).astype(sd) for x in hkl]
-    else:
-        h0, x = _mixed_indices(live, qc, lat_stacks, first, sd)
-        hkl = [i + v.astype(i.dtype) for i, v in zip(h0, x)]              # for the F lookup only
-        # the square shape's sines reduce their arguments themselves
-        dhkl = x if config.shape == "square" else [v - structure_factors.nearest_index(v) for v in x]
-    f_latt = lattice.lattice_factor_reduced(dhkl, p.ncells.astype(sd), p.fudge.astype(sd),
-                                            recip_A.astype(sd), config.shape)
-    valid_s = valid[..., None, :]                                         # [L, O, O, S, 1, T]
-    # samples the reference never reaches the F lookup for: beyond dmin, or zero F_latt without water
-    reached = valid_s if config.water else valid_s & (f_latt != 0.0)
-    i_bg = geometry.rounded(beam_mod.water_background(p.fluence, p.water_size))
-    running = config.oversample_thick or config.oversample_polar or config.oversample_omega
-    if running:
-        factor = jnp.ones(valid.shape, dtype)
-        if config.oversample_thick:
-            factor = factor * capture[:, :, :, None, :]
-        if config.oversample_polar:
-            factor = factor * polar
-        if config.oversample_omega:
-            factor = factor * omega[:, :, :, None, :]
-        f_eff = jnp.where(reached, factor[..., None, :], 1.0).reshape(-1, n_t)
-        tail = jnp.flip(jnp.cumprod(jnp.flip(f_eff, 0), axis=0), 0)      # prod_{k >= j} f_k, [N, T]
-
-    scale = beam_mod.R_E_SQR * p.fluence / config.steps
-    if not config.oversample_thick:
-        scale = scale * capture[-1, 0, 0]
-    if not config.oversample_polar and config.polarization:
-        scale = scale * polar
-    if not config.oversample_omega:
-        scale = scale * omega[0, 0, 0]
-
-    def value(f_cell):
-        term = jnp.where(valid_s, (f_cell.astype(sd) * f_latt) ** 2, 0.0).reshape(-1, n_t)
-        if running:
-            mul = geometry.mul
-            return (scale * (_tree_sum(mul(term.astype(dtype), tail)) + mul(i_bg, tail[0]))).astype(sd)
-        return (scale * (i_bg + _tree_sum(term))).astype(sd)
-
-    near = structure_factors.lookup_nearest(hkl, p.F_grid, config.hkl_min, p.default_F)
-    if not config.interpolate:
-        return value(near)
-    tri = structure_factors.lookup_tricubic(jnp.stack(hkl, axis=-1), p.F_grid, config.hkl_min, p.default_F)
-    n_samples = config.samples_per_pixel
-    order = jnp.arange(n_samples).reshape(f_latt.shape[:-1])[..., None]  # [L, O, O, S, PM, 1]
-    if cutoff is not None:
-        return value(jnp.where(order < cutoff, tri, near))
-    in_range = structure_factors.interpolation_in_range(jnp.stack(hkl, axis=-1), config.hkl_min,
-                                                        p.F_grid.shape)
-    bad = reached & ~in_range
-    first_bad = jnp.min(jnp.where(bad, order, n_samples).reshape(-1, n_t), axis=0)
-    return value(tri), value(near), first_bad
-
+# ---------------------------------------------------------------------------------------------------
+# the tiling rule
+# ---------------------------------------------------------------------------------------------------
 
 TILE_QUANTUM = 16
 
@@ -502,8 +318,9 @@ def _choose_tile(config: SimConfig, n_pixels: int) -> int:
     ``TILE_QUANTUM`` (padding included). Every pixel then runs through the same vectorised code whatever
     the tile size, which keeps images bit-identical across tile sizes (no scalar remainder loop with a
     different rounding)."""
-    want = config.tile_pixels if config.tile_pixels is not None else \
-        config.sample_budget // max(config.samples_per_pixel, 1)
+    knobs = config.execution
+    want = knobs.tile_pixels if knobs.tile_pixels is not None else \
+        knobs.sample_budget // max(config.samples_per_pixel, 1)
     want = min(max(want, 1), n_pixels)
     return -(-want // TILE_QUANTUM) * TILE_QUANTUM
 
@@ -513,58 +330,88 @@ def _roi_shape(config: SimConfig):
     return max(s1 - s0 + 1, 0), max(f1 - f0 + 1, 0)
 
 
-def _tile_inputs(config: SimConfig, p: Params):
-    """What every tile shares: sample dtype, working-precision params, detector frame, the spec-path
-    lattice stack [1, P*M, 3, 3] and the reciprocal vectors in 1/Angstrom."""
-    sd = _sample_dtype(config, p)
-    p = _working_precision(p)
-    angles, _ = phi_schedule(config, p)
-    return (sd, p, detector_frame(config, p), _lattice_stack(config, p, angles)[None],
-            crystal.reciprocal_from_lattice(p.lattice) * 1e-10)
+def _map_tiles(config: SimConfig, setup: ImageSetup, spix, fpix, count: int) -> PixelValues:
+    """:func:`jaxbragg.kernel.render_tile` over the pixels ``(spix[i], fpix[i])`` [n_tiles * tile] in tiles
+    of :func:`_choose_tile`; the first ``count`` values.
+
+    Each tile is rematerialised under reverse-mode AD: the backward pass recomputes one tile's samples
+    at a time instead of storing every tile's per-sample intermediates (which cost ~100x the forward pass).
+    """
+    tile = _choose_tile(config, count)
+    shape = (-1, tile)
+    tile_fn = jax.checkpoint(lambda sf: render_tile(config, setup, sf[0], sf[1]))
+    values = jax.lax.map(tile_fn, (spix.reshape(shape), fpix.reshape(shape)))
+    return jax.tree_util.tree_map(lambda v: v.reshape(-1)[:count], values)
 
 
-def pixel_values(config: SimConfig, p: Params, start, count: int):
+def _tiled_length(config: SimConfig, count: int) -> int:
+    tile = _choose_tile(config, count)
+    return -(-count // tile) * tile
+
+
+def pixel_values(config: SimConfig, p: Params, start, count: int) -> PixelValues:
     """Photon counts of ``count`` consecutive pixels of the ROI window (row-major), from ``start``.
 
     ``start`` is traced and ``count`` static, so a caller can walk the window in equal chunks (to report
     progress, or to bound host memory) with a single compilation. Indices past the end wrap around and
     their values are meaningless; masking and the carry-over fix-up are applied by :func:`finish_image`.
+    Returns a :class:`~jaxbragg.kernel.PixelValues` (its ``nearest`` and ``first_bad`` only with
+    interpolation).
     """
-    sd, p, frame, lat_stack, recip_A = _tile_inputs(config, p)
+    setup = image_setup(config, p)
     f0, _, s0, _ = config.roi_box()
     ns, nf = _roi_shape(config)
-    n_pix = ns * nf
-    tile = _choose_tile(config, count)
-    n_tiles = -(-count // tile)
-    flat = (start + jnp.arange(n_tiles * tile)) % n_pix
-    s_idx = (s0 + flat // nf).reshape(n_tiles, tile)
-    f_idx = (f0 + flat % nf).reshape(n_tiles, tile)
-    # rematerialised under reverse-mode AD: the backward pass recomputes one tile's samples at a time
-    # instead of storing every tile's per-sample intermediates (which cost ~100x the forward pass)
-    tile_fn = jax.checkpoint(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1],
-                                              sample_dtype=sd))
-    values = jax.lax.map(tile_fn, (s_idx, f_idx))
-    return jax.tree_util.tree_map(lambda v: v.reshape(-1)[:count], values)
+    flat = (start + jnp.arange(_tiled_length(config, count))) % (ns * nf)
+    return _map_tiles(config, setup, s0 + flat // nf, f0 + flat % nf, count)
+
+
+def _as_values(values) -> PixelValues:
+    """``values`` as :class:`PixelValues` (callers may hand in a bare array, or the leaves of one)."""
+    if isinstance(values, PixelValues):
+        return values
+    if isinstance(values, (tuple, list)):
+        return PixelValues(*values)
+    return PixelValues(values)
 
 
 def finish_image(config: SimConfig, p: Params, values):
-    """Full image [spixels, fpixels] from the ROI window's pixel values [ns * nf]: mask, carry-over, place."""
+    """Full image [spixels, fpixels] from the ROI window's pixel values (:class:`PixelValues` of
+    [ns * nf]): interpolation switch-off, mask, carry-over, placement."""
     f0, f1, s0, s1 = config.roi_box()
     ns, nf = _roi_shape(config)
     image = jnp.zeros((config.spixels, config.fpixels), _sample_dtype(config, p))
     if ns * nf == 0:
         return image
-    first_bad = None
-    if config.interpolate:
-        first_bad = values[2]
-        values = _interpolation_fallback(config, p, values, (s0, s1, f0, f1))
-    values = values.reshape(ns, nf)
+    values = _as_values(values)
+    box = (s0, s1, f0, f1)
+    out = _interpolation_fallback(config, p, values, box) if config.interpolate else values.value
+    out = out.reshape(ns, nf)
     if config.use_mask:
         keep = p.mask[s0:s1 + 1, f0:f1 + 1] != 0
-        values = jnp.where(keep, values, 0.0)
+        out = jnp.where(keep, out, 0.0)
     if config.phi_carryover:
-        values = _apply_carryover(config, p, values, (s0, s1, f0, f1), first_bad)
-    return image.at[s0:s1 + 1, f0:f1 + 1].set(values)
+        out = _apply_carryover(config, p, out, box, values.first_bad)
+    return image.at[s0:s1 + 1, f0:f1 + 1].set(out)
+
+
+def assemble_image(config: SimConfig, p: Params, values):
+    """:func:`finish_image` behind the tile-invariance barrier of the backend's schedule: a one-tile image
+    has no tile loop, and XLA would fuse its last per-pixel steps into the image assembly, rounding
+    differently from the same pixels in a tile loop. Every path that renders and assembles an image in
+    one program (``render``, ``batch``) goes through here."""
+    return finish_image(config, p, for_backend().tile_barrier(_as_values(values)))
+
+
+def _empty_values(p: Params) -> PixelValues:
+    return PixelValues(jnp.zeros((0,), p.pixel_size.dtype))
+
+
+def render(config: SimConfig, p: Params):
+    """Render the image [spixels, fpixels] (photons per pixel). Un-jitted; see :func:`simulate`."""
+    ns, nf = _roi_shape(config)
+    if not ns * nf:
+        return finish_image(config, p, _empty_values(p))
+    return assemble_image(config, p, pixel_values(config, p, 0, ns * nf))
 
 
 def render_pixels(config: SimConfig, p: Params, spix, fpix):
@@ -573,32 +420,34 @@ def render_pixels(config: SimConfig, p: Params, spix, fpix):
     Fitting cost then scales with the pixels fitted (e.g. shoeboxes around spots), not the detector. The
     values equal the full image's at those pixels on the spec path; the whole-image C-parity rules (the
     phi carry-over option, the interpolation switch-off after the first out-of-range sample) and the
-    mask are not applied: pass only the pixels you want. ``config.roi`` is ignored.
+    mask are not applied: pass only the pixels you want (with interpolation, the tricubic values).
+    ``config.roi`` is ignored.
     """
     spix = jnp.asarray(spix, jnp.int32).reshape(-1)
     fpix = jnp.asarray(fpix, jnp.int32).reshape(-1)
     n = spix.shape[0]
-    sd, p, frame, lat_stack, recip_A = _tile_inputs(config, p)
-    tile = _choose_tile(config, n)
-    n_tiles = -(-n // tile)
-    pad = n_tiles * tile - n
-    s_idx = jnp.concatenate([spix, jnp.zeros(pad, jnp.int32)]).reshape(n_tiles, tile)
-    f_idx = jnp.concatenate([fpix, jnp.zeros(pad, jnp.int32)]).reshape(n_tiles, tile)
-    out = jax.lax.map(jax.checkpoint(lambda sf: _tile(config, p, frame, lat_stack, recip_A, sf[0], sf[1],
-                                                      sample_dtype=sd)), (s_idx, f_idx))
-    if config.interpolate:
-        out = out[0]        # tricubic values (no image-wide switch-off for a pixel subset)
-    return out.reshape(-1)[:n]
+    pad = jnp.zeros(_tiled_length(config, n) - n, jnp.int32)
+    values = _map_tiles(config, image_setup(config, p), jnp.concatenate([spix, pad]),
+                        jnp.concatenate([fpix, pad]), n)
+    return values.value
 
 
-def _interpolation_fallback(config, p, values, box):
+def _render_one(config, setup: ImageSetup, s, f, cutoff=None, first_variant=False):
+    """The value of the single pixel ``(s, f)`` (scalars), re-rendered for a C-parity fix-up."""
+    cutoff = None if cutoff is None else jnp.atleast_1d(cutoff)
+    return render_tile(config, setup, jnp.atleast_1d(s), jnp.atleast_1d(f), first_variant,
+                       cutoff=cutoff).value[0]
+
+
+def _interpolation_fallback(config, p, values: PixelValues, box):
     """The reference turns interpolation off for the rest of the image at its first out-of-range sample.
 
     Pixels before that sample's pixel (in loop order) keep the tricubic value, pixels after it take the
     nearest-neighbour value, and that pixel itself is re-rendered with the switch at the right sample.
     """
     tri, near, first_bad = values
-    sd, p, frame, lat_stack, recip_A = _tile_inputs(config, p)
+    setup = image_setup(config, p)
+    p = setup.params
     s0, s1, f0, f1 = box
     n = tri.shape[0]
     bad = first_bad < config.samples_per_pixel
@@ -609,22 +458,8 @@ def _interpolation_fallback(config, p, values, box):
     idx = jnp.arange(n)
     out = jnp.where(any_bad & (idx > k), near, tri)
     nf = f1 - f0 + 1
-    mixed = _tile(config, p, frame, lat_stack, recip_A, (s0 + k // nf)[None], (f0 + k % nf)[None],
-                  cutoff=first_bad[k][None], sample_dtype=sd)[0]
+    mixed = _render_one(config, setup, s0 + k // nf, f0 + k % nf, cutoff=first_bad[k])
     return jnp.where(any_bad & (idx == k), mixed, out)
-
-
-def render(config: SimConfig, p: Params):
-    """Render the image [spixels, fpixels] (photons per pixel). Un-jitted; see :func:`simulate`."""
-    ns, nf = _roi_shape(config)
-    if not ns * nf:
-        return finish_image(config, p, jnp.zeros((0,), p.pixel_size.dtype))
-    values = pixel_values(config, p, 0, ns * nf)
-    # a one-tile image has no tile loop, and XLA would fuse its last per-pixel steps into the image
-    # assembly, rounding differently from the same pixels in a tile loop (see geometry.mul)
-    lowest = jnp.min(jax.tree_util.tree_leaves(values)[0])
-    values = _materialise(~(lowest < -jnp.inf), values)     # always true, whatever the values (NaN too)
-    return finish_image(config, p, values)
 
 
 def _apply_carryover(config, p, values, box, first_bad=None):
@@ -633,11 +468,8 @@ def _apply_carryover(config, p, values, box, first_bad=None):
     With interpolation, ``first_bad`` [pixels] gives each pixel's first out-of-range sample, and the
     re-rendered pixel switches to nearest lookup from there as in the main render.
     """
-    sd = _sample_dtype(config, p)
-    p = _working_precision(p)
-    frame = detector_frame(config, p)
-    angles, first_angles = phi_schedule(config, p)
-    recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
+    setup = image_setup(config, p, carryover_variant=True)
+    p = setup.params
     s0, s1, f0, f1 = box
     nf = f1 - f0 + 1
     if config.use_mask:
@@ -645,12 +477,8 @@ def _apply_carryover(config, p, values, box, first_bad=None):
         first = jnp.argmax(keep)
     else:
         first = 0
-    stacks = jnp.concatenate([_lattice_stack(config, p, angles)[None],
-                              _lattice_stack(config, p, first_angles)[None]])
-    s, f = s0 + first // nf, f0 + first % nf
-    cutoff = None if first_bad is None else jnp.atleast_1d(first_bad[first])
-    value = _tile(config, p, frame, stacks, recip_A, jnp.atleast_1d(s), jnp.atleast_1d(f), True,
-                  cutoff=cutoff, sample_dtype=sd)[0]
+    cutoff = None if first_bad is None else first_bad[first]
+    value = _render_one(config, setup, s0 + first // nf, f0 + first % nf, cutoff=cutoff, first_variant=True)
     flat = values.reshape(-1)
     if config.use_mask:
         value = jnp.where(jnp.any(keep), value, flat[first])
@@ -658,13 +486,6 @@ def _apply_carryover(config, p, values, box, first_bad=None):
 
 
 _simulate_jit = EntryJit(render, static_argnums=0)
-
-
-def _strong(x):
-    x = jnp.asarray(x)
-    return x if not getattr(x, "weak_type", False) else jnp.asarray(x, dtype=x.dtype)
-
-
 _simulate_pixels_jit = EntryJit(render_pixels, static_argnums=0)
 
 
@@ -672,7 +493,7 @@ def simulate_pixels(config: SimConfig, params: Params, spix, fpix):
     """Jitted :func:`render_pixels`; one compilation per (config, number of pixels)."""
     from .validate import validate
     validate(config, params)
-    return _simulate_pixels_jit(config, jax.tree_util.tree_map(_strong, params), spix, fpix)
+    return _simulate_pixels_jit(config, strong_types(params), spix, fpix)
 
 
 def simulate(config: SimConfig, params: Params):
@@ -685,4 +506,4 @@ def simulate(config: SimConfig, params: Params):
     """
     from .validate import validate
     validate(config, params)          # physically impossible inputs: a named error before tracing
-    return _simulate_jit(config, jax.tree_util.tree_map(_strong, params))
+    return _simulate_jit(config, strong_types(params))

@@ -66,12 +66,9 @@ def validate(config, params) -> None:
       PhysicsError: the first problem found; ``.param`` names the field, the message starts with it.
     """
     p = params
+    from .simulate import PARAM_RANK          # the Params fields, defined once
     leaves = {name: _concrete(getattr(p, name)) for name in p.keys()} if hasattr(p, "keys") else \
-        {name: _concrete(getattr(p, name, None)) for name in (
-            "lattice", "ncells", "fudge", "spindle", "phi0", "phistep", "mosaic_umats", "default_F", "fdet",
-            "sdet", "odet", "beam", "detector_rotations", "twotheta_axis", "twotheta", "beam_center",
-            "distance", "pixel_size", "source_dirs", "source_lambda", "fluence", "kahn", "polar_vector",
-            "water_size", "dmin", "thickstep", "mu", "F_grid", "pix0", "mask")}
+        {name: _concrete(getattr(p, name, None)) for name in PARAM_RANK}
     g = leaves.get
 
     for field in ("fpixels", "spixels", "oversample", "phisteps", "mosaic_domains", "sources", "thicksteps"):

@@ -254,7 +254,8 @@ def test_poisson_noise_blocks_do_not_change_the_stream(monkeypatch):
     rs = np.random.default_rng(5)
     image = rs.choice([0.0, 0.3, 5.0, 11.9, 40.0, 3e6], size=(23, 29)) * rs.uniform(0.5, 1.0, (23, 29))
     active = rs.uniform(size=image.shape) > 0.2
-    whole = R.poisson_noise(image, -7, active=active)
-    monkeypatch.setattr(R, "_NOISE_BLOCK", 10)
-    np.testing.assert_array_equal(R.poisson_noise(image, -7, active=active), whole)
+    from jaxbragg import noise
+    whole = noise.poisson_noise(image, -7, active=active)
+    monkeypatch.setattr(noise, "_NOISE_BLOCK", 10)
+    np.testing.assert_array_equal(noise.poisson_noise(image, -7, active=active), whole)
     assert np.count_nonzero(whole) > 100

@@ -187,3 +187,36 @@ def test_gradient_finite_on_the_direct_beam():
         assert np.all(np.isfinite(leaf)), name
     img = np.asarray(simulate(s.config, p))
     assert np.all(np.isfinite(img)) and img[4, 4] > 0
+
+
+# ---- the layout: stage results, execution knobs, the backend schedule ----------------------------------
+
+def test_pixel_values_have_one_type(small):
+    # a stage never returns "an array or a tuple": PixelValues always, the interpolation fields None here
+    from jaxbragg.kernel import PixelValues
+    from jaxbragg.simulate import pixel_values
+    values = jax.jit(pixel_values, static_argnums=(0, 3))(small.config, small.params, 0, 20)
+    assert isinstance(values, PixelValues) and values.nearest is None and values.first_bad is None
+    image = np.asarray(simulate(small.config, small.params))
+    np.testing.assert_allclose(values.value, image.reshape(-1)[:20], rtol=1e-12, atol=0)
+
+
+def test_execution_knobs_are_apart_from_the_experiment(small):
+    from jaxbragg.simulate import Execution
+    knobs = Execution(tile_pixels=32, sample_budget=1 << 16, precision="float32")
+    cfg = small.config.with_execution(knobs)
+    assert cfg.execution == knobs and cfg.tile_pixels == 32 and cfg.precision == "float32"
+    assert cfg.with_execution(Execution()) == small.config.with_execution(Execution())
+    assert dataclasses.replace(cfg, fpixels=cfg.fpixels).execution == knobs
+
+
+def test_plain_schedule_agrees_with_the_cpu_schedule(small, monkeypatch):
+    # other backends take the plain path (no materialising conditionals); run it on this CPU and
+    # compare: the same physics, only XLA's scheduling (and so the last bits) may differ
+    from jaxbragg import _schedule, kernel, simulate as sim
+    ref = np.asarray(simulate(small.config, small.params))
+    monkeypatch.setattr(kernel, "for_backend", lambda backend=None: _schedule.PLAIN)
+    monkeypatch.setattr(sim, "for_backend", lambda backend=None: _schedule.PLAIN)
+    plain = np.asarray(jax.jit(lambda p: sim.render(small.config, p))(small.params))
+    np.testing.assert_allclose(plain, ref, rtol=1e-12, atol=1e-12 * ref.max())
+    assert _schedule.for_backend("gpu") is _schedule.PLAIN and _schedule.for_backend("cpu") is _schedule.CPU

@@ -8,37 +8,33 @@ with the reference's output locates a parity difference.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import beam as beam_mod
-from .. import crystal, detector, geometry, lattice, structure_factors
+from .. import geometry, kernel, lattice, structure_factors
+from .._schedule import PLAIN
 from ..errors import InputError
-from ..simulate import SimConfig, _lattice_stack, _tile, detector_frame, phi_schedule
+from ..simulate import SimConfig, image_setup
 
 
 def trace_pixel(setup, spix: int, fpix: int, out) -> None:
     cfg: SimConfig = setup.config
-    p = setup.params
     if not (0 <= spix < cfg.spixels and 0 <= fpix < cfg.fpixels):
         raise InputError(f"-trace_pixel: pixel (slow {spix}, fast {fpix}) is outside the detector")
     pr = lambda *a: print(*a, file=out)
-    frame = detector_frame(cfg, p)
-    sub = p.pixel_size / cfg.oversample
-    f_c = sub * (fpix * cfg.oversample) + sub / 2.0
-    s_c = sub * (spix * cfg.oversample) + sub / 2.0
-    pos = detector.pixel_position(frame, jnp.asarray(f_c), jnp.asarray(s_c), jnp.asarray(0.0 * f_c),
-                                  cfg.curved, p.beam)
-    air = geometry.norm(pos)
-    d = pos / air
-    inc = -p.source_dirs[0]
-    q = (d - inc) / p.source_lambda[0]
-    angles, _ = phi_schedule(cfg, p)
-    stack = _lattice_stack(cfg, p, angles)
-    recip_A = crystal.reciprocal_from_lattice(p.lattice) * 1e-10
+    # the image's own set-up and the kernel's stages, evaluated eagerly for this one pixel
+    image = image_setup(cfg, setup.params)
+    p, frame = image.params, image.frame
+    s_idx, f_idx = jnp.array([spix]), jnp.array([fpix])
+    points = kernel.sample_points(cfg, p, frame, s_idx, f_idx)
+    rays = kernel.diffracted_rays(cfg, p, frame, points, PLAIN, None)
+    sc = kernel.scattering(cfg, p, rays, PLAIN, None)
+    pos, air, d = points.position[0, 0, 0, 0], rays.airpath[0, 0, 0, 0], rays.diffracted[0, 0, 0, 0]
+    inc = sc.incident[0, 0]
+    q = jnp.stack([c[0, 0, 0, 0, 0] for c in sc.q])
+    stack = image.lat_stacks[0]
     hkl = jnp.einsum("j,pvj->pv", q, stack)
-    f_latt = lattice.lattice_factor(hkl, p.ncells, p.fudge, recip_A, cfg.shape)
+    f_latt = lattice.lattice_factor(hkl, p.ncells, p.fudge, image.recip_A, cfg.shape)
     f_cell = structure_factors.lookup_nearest(hkl, p.F_grid, cfg.hkl_min, p.default_F)
     vec = lambda v: " ".join(f"{float(x):.12g}" for x in np.ravel(v))
     pr(f"TRACE pixel slow {spix} fast {fpix}")
@@ -53,11 +49,9 @@ def trace_pixel(setup, spix: int, fpix: int, out) -> None:
         pr(f"  sample {i} (phi {i // cfg.mosaic_domains}, mosaic {i % cfg.mosaic_domains}): "
            f"hkl = {vec(h)}  hkl0 = {vec(np.ceil(h - 0.5))}  F_cell = {float(f_cell[i]):.12g}  "
            f"F_latt = {float(f_latt[i]):.12g}")
-    polar = beam_mod.polarization_factor(p.kahn, inc, d, p.polar_vector) if cfg.polarization else 1.0
-    omega = detector.solid_angle(air, frame["close_distance"], p.pixel_size, cfg.point_pixel)
-    pr(f"  polar = {float(polar):.12g}; omega = {float(omega):.12g} sr")
+    polar = np.ravel(sc.polar)[0] if cfg.polarization else 1.0
+    pr(f"  polar = {float(polar):.12g}; omega = {float(rays.omega[0, 0, 0, 0]):.12g} sr")
     if cfg.thick_sensor:
-        cap = detector.capture_fraction(d, frame["odet"], 0.0, p.thickstep, p.mu)
-        pr(f"  capture fraction (layer 0) = {float(cap):.12g}")
-    value = _tile(cfg, p, frame, stack[None], recip_A, jnp.array([spix]), jnp.array([fpix]))[0]
+        pr(f"  capture fraction (layer 0) = {float(rays.capture[0, 0, 0, 0]):.12g}")
+    value = kernel.render_tile(cfg, image, s_idx, f_idx).value[0]
     pr(f"  pixel value = {float(value):.12g} photons (steps = {cfg.steps})")
