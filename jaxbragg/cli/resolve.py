@@ -28,22 +28,12 @@ import numpy as np
 
 from .. import beam as beam_mod
 from .. import crystal, geometry, io, resources, rng
+from .. import detector as det_mod
 from ..errors import InputError, PhysicsError
 from ..simulate import Params, SimConfig
 from ..validate import validate
 
 RTD = 180.0 / math.pi
-
-_CONVENTIONS = {
-    # beam, fdet, sdet, odet, twotheta axis, polar, spindle
-    "mosflm": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
-    "denzo": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
-    "adxv": ((0, 0, 1), (1, 0, 0), (0, -1, 0), (0, 0, 1), (-1, 0, 0), (1, 0, 0), (1, 0, 0)),
-    "xds": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0)),
-    "dials": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)),
-}
-# CUSTOM starts from these (the reference's initial values, MOSFLM-like, two-theta about +y).
-_CUSTOM_START = ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1))
 
 #: The flags behind each :class:`Params` field, for :class:`PhysicsError` messages.
 _PARAM_FLAGS = {
@@ -73,6 +63,7 @@ class Setup:
     outputs: Dict[str, Optional[str]]
     options: Dict[str, Any]
     warnings: List[str]
+    experiment: Any = None      # the jaxbragg.Experiment of the command line (see translate)
 
 
 def _unit(v):
@@ -162,7 +153,7 @@ class _State:
         self.pivot = "beam"
         self.convention = "mosflm"
         (self.beam_vector, self.fdet, self.sdet, self.odet, self.twotheta_axis, self.polar_vector,
-         self.spindle) = (np.array(v, float) for v in _CUSTOM_START)
+         self.spindle) = det_mod.convention_vectors("custom")
         self.pix0 = None
         self.rot = [0.0, 0.0, 0.0]
         self.twotheta = 0.0
@@ -459,33 +450,22 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
 
     # ---- beam centre defaults and the convention block ---------------------------------------------
     px = st.pixel
-    Fclose = (st.ORGX - 0.5) * px if not math.isnan(st.ORGX) else st.detsize_f / 2.0
-    Sclose = (st.ORGY - 0.5) * px if not math.isnan(st.ORGY) else st.detsize_s / 2.0
+    Fclose, Sclose = det_mod.close_point(st.ORGX, st.ORGY, st.detsize_f, st.detsize_s, px)
     Xclose = Fclose if math.isnan(st.Xclose) else st.Xclose
     Yclose = Sclose if math.isnan(st.Yclose) else st.Yclose
-    Xbeam, Ybeam = st.Xbeam, st.Ybeam
     conv = st.convention
-    pivot = st.pivot
-    if conv in _CONVENTIONS:
+    # the convention block: a named convention sets every vector and forces its pivot
+    if conv in det_mod.CONVENTIONS:
         (st.beam_vector, st.fdet, st.sdet, st.odet, st.twotheta_axis, st.polar_vector,
-         st.spindle) = (np.array(v, float) for v in _CONVENTIONS[conv])
-    if conv == "adxv":
-        Xbeam = (st.detsize_f + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (st.detsize_s - px) / 2.0 if math.isnan(Ybeam) else Ybeam
-        Fbeam, Sbeam, pivot = Xbeam, st.detsize_s - Ybeam, "beam"
-    elif conv in ("mosflm", "denzo"):
-        Xbeam = (st.detsize_s + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (st.detsize_f + px) / 2.0 if math.isnan(Ybeam) else Ybeam
-        shift = 0.5 * px if conv == "mosflm" else 0.0
-        Fbeam, Sbeam, pivot = Ybeam + shift, Xbeam + shift, "beam"
-    else:  # xds, dials, custom
-        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
-        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
-        Fbeam, Sbeam = Xbeam, Ybeam
-        if conv == "custom":
-            Fclose, Sclose = Xbeam, Ybeam
-        else:
-            pivot = "sample"
+         st.spindle) = det_mod.convention_vectors(conv)
+    pivot = det_mod.CONVENTION_PIVOT.get(conv, st.pivot)
+    X0, Y0 = det_mod.default_beam_center(conv, st.detsize_f, st.detsize_s, px, (Xclose, Yclose))
+    Xbeam = X0 if math.isnan(st.Xbeam) else st.Xbeam
+    Ybeam = Y0 if math.isnan(st.Ybeam) else st.Ybeam
+    Fbeam, Sbeam = det_mod.beam_pivot_point(conv, (Xbeam, Ybeam), st.detsize_s, px)
+    close_point = (Fclose, Sclose)
+    if conv == "custom":
+        Fclose, Sclose = Xbeam, Ybeam
 
     beam_v = _unit(st.beam_vector)
     fdet0, sdet0 = _unit(st.fdet), _unit(st.sdet)
@@ -590,11 +570,10 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
     ratio = float(np.dot(beam_v, geometry.rotate_xyz(odet0, np.array(st.rot))))
     if abs(ratio) < 1e-9:   # cos(90 deg) is 6e-17, not 0: treat edge-on as parallel
         raise InputError("detector is parallel to the beam (-distance/-detector_rot*/vectors)")
-    close = abs(ratio * st.distance) if math.isnan(st.close_distance) else st.close_distance
-    distance = close / ratio
+    distance, close = det_mod.detector_distance(
+        beam_v, odet0, np.array(st.rot), st.distance, None if math.isnan(st.close_distance) else st.close_distance)
     center = (Fbeam, Sbeam) if pivot == "beam" else (Fclose, Sclose)
     dist_param = distance if pivot == "beam" else close
-    from .. import detector as det_mod
     frame = det_mod.place_detector(fdet0, sdet0, odet0, beam_v, np.array(st.rot), tt_axis,
                                    st.twotheta, pivot, np.array(center), dist_param, st.pix0)
     final_close = float(frame["close_distance"])
@@ -632,8 +611,10 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         if not np.all(np.isfinite(recip)):
             raise InputError("-cell: these angles give no valid reciprocal cell")
         lengths = cell[:3] * 1e-10
+    mat_A = None
     if st.matfile is not None:
-        recip = io.read_mat(os.path.join(cwd, st.matfile)) / st.lambda0
+        mat_A = io.read_mat(os.path.join(cwd, st.matfile))
+        recip = mat_A / st.lambda0
     misset = (0.0, 0.0, 0.0)
     misset_info = None
     if st.misset == "random":
@@ -641,10 +622,8 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         misset_info = tuple(m * RTD for m in misset)
     elif st.misset is not None:
         misset = st.misset
-    if any(misset):
-        recip = geometry.rotate_xyz(recip, np.array(misset))
     with np.errstate(all="ignore"):
-        lattice = crystal.lattice_from_reciprocal(recip, lengths)
+        lattice = crystal.oriented_lattice(recip, np.array(misset, float), lengths)
     if not np.all(np.isfinite(lattice)) or not abs(float(np.linalg.det(lattice))) > 0:
         raise InputError(f"{'-mat' if st.matfile is not None and st.cell is None else '-cell'}: "
                          "the unit cell cannot be computed (zero volume or out of range)")
@@ -802,4 +781,104 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
                    trace_pixel=st.trace_pixel, noise=st.noise, write_pgm=st.write_pgm,
                    intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed,
                    noise_jax=st.noise_jax, max_memory=st.max_memory)
-    return Setup(cfg, params, info, dict(st.outputs), options, warnings)
+    model = dict(cell=cell if st.cell is not None else None, mat_A=mat_A, misset=misset, ncells=(Na, Nb, Nc),
+                 spread=spread, domains=domains, grid=grid, interpolate=bool(interpolate),
+                 div=(hdivrange, vdivrange), divstep=(hdivstep, vdivstep), divsteps=(hdivsteps, vdivsteps),
+                 dispersion=dispersion, dispstep=dispstep, dispsteps=dispsteps,
+                 sources=(source_dirs, source_lambda) if st.sourcefile is not None else None,
+                 beam=beam_v, polar=polar_v, spindle=spindle, fpixels=fpixels, spixels=spixels, pixel=px,
+                 convention=conv, pivot=pivot, beam_center=(Xbeam, Ybeam), close_point=close_point,
+                 fdet=fdet0, sdet=sdet0, odet=odet0, twotheta_axis=tt_axis, thick=thick, thickstep=thickstep,
+                 thicksteps=thicksteps, mu=max(mu, 0.0), roi=roi, mask=mask_data, phi0=phi0, phistep=phistep,
+                 phisteps=phisteps, oversample=oversample)
+    setup = Setup(cfg, params, info, dict(st.outputs), options, warnings)
+    setup.experiment = _experiment(st, model)
+    return setup
+
+
+def _experiment(st: _State, m: Dict[str, Any]):
+    """The :class:`jaxbragg.Experiment` of a resolved command line: the stored (SI) fields set directly to
+    the values the reference's rules produced, so that its lowering gives the command line's inputs."""
+    from ..experiment import Beam, Crystal, Detector, Experiment, Panel, Scan, mosaic_draws
+    f64 = lambda x: np.asarray(x, np.float64)
+    cell, grid = m["cell"], m["grid"]
+    seed = -int(st.mosaic_seed)
+    axes, unit = mosaic_draws(float(m["spread"]), m["domains"], seed)
+    xtal = Crystal._si(
+        cell_lengths=None if cell is None else f64(cell[:3] * 1e-10), cell_angles=None if cell is None else f64(cell[3:]),
+        A=None if m["mat_A"] is None else f64(m["mat_A"]), misset=f64(m["misset"]), rotvec=np.zeros(3),
+        ncells=f64(m["ncells"]), fudge=f64(st.fudge), default_F=f64(st.default_F), mosaic_spread=f64(m["spread"]),
+        mosaic_axes=axes, mosaic_unit_angles=unit, F=None if grid is None else f64(grid.F), shape=st.shape,
+        mosaic_domains=m["domains"], mosaic_seed=seed,
+        hkl_origin=None if grid is None else (grid.hmin, grid.kmin, grid.lmin),
+        interpolate=m["interpolate"] and grid is not None, cell_rule="reference")
+    sources = m["sources"]
+    beam = Beam._si(
+        wavelength=f64(st.lambda0), fluence=f64(st.fluence), kahn=f64(st.polarization),
+        dispersion=f64(m["dispersion"]), dispstep=f64(m["dispstep"]),
+        source_vectors=None if sources is None else f64(sources[0]),
+        source_wavelengths=None if sources is None else f64(sources[1]), polarized=not st.nopolar,
+        divergence=tuple(float(x) for x in m["div"]), divstep=tuple(float(x) for x in m["divstep"]),
+        divsteps=tuple(int(x) for x in m["divsteps"]), dispsteps=int(m["dispsteps"]), round_div=bool(st.round_div),
+        direction=tuple(float(x) for x in m["beam"]), polar_vector=tuple(float(x) for x in m["polar"]),
+        source_weights=None, weights_count=False)
+    px, ns = m["pixel"], m["spixels"]
+    X, Y = m["beam_center"]
+    if m["convention"] == "adxv":       # the model measures Y from px * spixels, the flags from -detsize_s
+        Y = Y + (px * ns - st.detsize_s)
+    is_close = not math.isnan(st.close_distance)
+    panel = Panel._si(
+        pixel_size=f64(px), distance=f64(st.close_distance if is_close else st.distance),
+        beam_center=f64((X, Y)), close_center=f64(m["close_point"]), rotations=f64(st.rot),
+        twotheta=f64(st.twotheta), fdet=f64(m["fdet"]), sdet=f64(m["sdet"]), odet=f64(m["odet"]),
+        twotheta_axis=f64(m["twotheta_axis"]), pix0=None if st.pix0 is None else f64(st.pix0),
+        thickstep=f64(m["thickstep"]), mu=f64(m["mu"]),
+        mask=None if m["mask"] is None else f64(m["mask"] != 0), fpixels=m["fpixels"], spixels=ns,
+        convention=m["convention"], pivot=m["pivot"], distance_is_close=is_close, curved=bool(st.curved),
+        point_pixel=bool(st.point_pixel), thicksteps=int(m["thicksteps"]), thick_sensor=bool(m["thick"] > 0.0),
+        roi=m["roi"])
+    scan = Scan._si(phi0=f64(m["phi0"]), phistep=f64(m["phistep"]), spindle=f64(m["spindle"]),
+                    phisteps=int(m["phisteps"]), carryover=bool(st.phi_carryover))
+    return Experiment._si(
+        crystal=xtal, beam=beam, detector=Detector._si(panels=(panel,)), scan=scan, water=f64(st.water),
+        dmin=f64(st.dmin), oversample=int(m["oversample"]), oversample_thick=bool(st.os_thick),
+        oversample_polar=bool(st.os_polar), oversample_omega=bool(st.os_omega), has_water=st.water != 0.0)
+
+
+@dataclasses.dataclass
+class Run:
+    """What a command line asks besides the experiment: the output files and how to compute.
+
+    Attributes:
+      outputs: output kind (``float``, ``int``, ``pgm``, ``noise``, ``png``) -> path given, if any.
+      options: progress, printout, trace pixel, noise/PGM switches and scales, ADC offset, noise seed, ...
+      execution: :class:`jaxbragg.Execution` (``-tile``, ``-float32``).
+    """
+    outputs: Dict[str, Optional[str]]
+    options: Dict[str, Any]
+    execution: Any
+
+
+@dataclasses.dataclass
+class Translation:
+    """A command line translated: the experiment, the run options, and the kernel inputs of the
+    command line's own float64 set-up (:class:`Setup`, what the CLI renders)."""
+    experiment: Any
+    run: Run
+    setup: Setup
+
+
+def translate(argv: List[str], cwd: str = ".") -> Translation:
+    """Translate a ``jaxbragg`` command line (a list of tokens) with the reference's rules.
+
+    Raises:
+      InputError: one line naming the flag or file, as for :func:`resolve`.
+    """
+    from ..experiment import Execution
+    from .flags import parse
+    setup = resolve(parse(list(argv)), cwd)
+    cfg = setup.config
+    run = Run(outputs=dict(setup.outputs), options=dict(setup.options),
+              execution=Execution(tile_pixels=cfg.tile_pixels, sample_budget=cfg.sample_budget,
+                                  precision=cfg.precision))
+    return Translation(setup.experiment, run, setup)
