@@ -866,6 +866,7 @@ class Translation:
     experiment: Any
     run: Run
     setup: Setup
+    parsed: List[Tuple[str, tuple]] = dataclasses.field(default_factory=list)
 
 
 def translate(argv: List[str], cwd: str = ".") -> Translation:
@@ -876,9 +877,10 @@ def translate(argv: List[str], cwd: str = ".") -> Translation:
     """
     from ..experiment import Execution
     from .flags import parse
-    setup = resolve(parse(list(argv)), cwd)
+    parsed = parse(list(argv))
+    setup = resolve(parsed, cwd)
     cfg = setup.config
     run = Run(outputs=dict(setup.outputs), options=dict(setup.options),
               execution=Execution(tile_pixels=cfg.tile_pixels, sample_budget=cfg.sample_budget,
                                   precision=cfg.precision))
-    return Translation(setup.experiment, run, setup)
+    return Translation(setup.experiment, run, setup, parsed)
