@@ -171,7 +171,7 @@ class _Node:
             if isinstance(v, (np.ndarray, jax.Array)):
                 return f"array{tuple(v.shape)}" if v.size > 6 else np.array2string(np.asarray(v), precision=6)
             return repr(v)
-        body = ", ".join(f"{n}={short(getattr(self, n))}" for n in self._leaves + self._static)
+        body = ", ".join(f"{n}={short(getattr(self, n, None))}" for n in self._leaves + self._static)
         return f"{type(self).__name__}({body})"
 
 
@@ -238,7 +238,7 @@ class Crystal(_Node):
             if not np.all(c[:3] > 0):
                 raise ValueError(f"Crystal.cell: edges must be positive, got {tuple(c[:3])} A")
             if not (np.all(c[:3] >= 1e-5) and np.all(c[:3] <= 1e10)):
-                raise ValueError(f"Crystal.cell: edges must lie between 1e-5 and 1e10 A, got {tuple(c[:3])} A")
+                raise ValueError(f"Crystal.cell: edges must lie between {1e-5:g} and {1e10:g} A, got {tuple(c[:3])} A")
             _plausible("Crystal.cell", tuple(c[:3]), 1.0, 10000.0, "A", "cell edges are in Angstrom")
             if not np.all((c[3:] > 0) & (c[3:] < 180)):
                 raise ValueError(f"Crystal.cell: angles must lie between 0 and 180 deg, got {tuple(c[3:])}")
@@ -681,6 +681,20 @@ class Experiment(_Node):
                   oversample=_count("Experiment.oversample", oversample), oversample_thick=bool(oversample_thick),
                   oversample_polar=bool(oversample_polar), oversample_omega=bool(oversample_omega),
                   has_water=bool(w != 0.0))
+
+    def set(self, path: str, value) -> "Experiment":
+        """A copy with one stored (SI) field replaced, named ``"part.field"`` (``"detector.distance"``
+        sets the field of the detector's panel), unchecked: the way to put a traced value into an
+        experiment, e.g. ``jax.grad(lambda d: jb.simulate(exp.set("detector.distance", d)).sum())``."""
+        part, _, field = path.partition(".")
+        if not field:
+            return self.replace(**{part: value})
+        node = getattr(self, part)
+        if isinstance(node, Detector):
+            panels = list(node.panels)
+            panels[0] = panels[0].replace(**{field: value})
+            return self.replace(detector=Detector._si(panels=tuple(panels)))
+        return self.replace(**{part: node.replace(**{field: value})})
 
     @classmethod
     def from_flags(cls, argv: Sequence[str], cwd: str = ".") -> "Experiment":

@@ -220,159 +220,257 @@ def _apply_header(st: _State, path: str, is_mask: bool, cwd: str = "."):
     return data
 
 
-def _apply_flag(st: _State, flag: str, v: tuple):
-    f = flag
-    x = v[0] if v else None
-    if f == "-Na": st.Na = float(int(x))
-    elif f == "-Nb": st.Nb = float(int(x))
-    elif f == "-Nc": st.Nc = float(int(x))
-    elif f == "-N": st.Na = st.Nb = st.Nc = float(int(x))
-    elif f == "-cell": st.cell = v
-    elif f == "-mat": st.matfile = x
-    elif f == "-misset": st.misset = "random" if x == "random" else tuple(a / RTD for a in v)
-    elif f in ("-samplesize", "-sample_size", "-xtalsize", "-xtal_size"): st.sample = [x / 1000] * 3
-    elif f in ("-sample_thick", "-sample_x", "-xtal_thick", "-xtal_x"): st.sample[0] = x / 1000
-    elif f in ("-sample_width", "-sample_y", "-width", "-xtal_width", "-xtal_y"): st.sample[1] = x / 1000
-    elif f in ("-sample_height", "-sample_z", "-height", "-xtal_height", "-xtal_z"): st.sample[2] = x / 1000
-    elif f in ("-density", "-sample_density", "-MW", "-molecular_weight", "-coherent", "-stolout"):
-        pass  # parsed by the reference but without effect on the image
-    elif f in ("-stol", "-4stol", "-Q"):
-        pass  # amorphous-scattering table: read by the reference, never used in the image
-    elif f == "-Xbeam": st.Xbeam, st.pivot = x / 1000.0, "beam"
-    elif f == "-Ybeam": st.Ybeam, st.pivot = x / 1000.0, "beam"
-    elif f == "-Xclose": st.Xclose, st.pivot = x / 1000.0, "sample"
-    elif f == "-Yclose": st.Yclose, st.pivot = x / 1000.0, "sample"
-    elif f == "-ORGX": st.ORGX, st.pivot = x, "sample"
-    elif f == "-ORGY": st.ORGY, st.pivot = x, "sample"
-    elif f == "-pivot":
-        if x not in ("sample", "beam"):
-            raise InputError(f"-pivot: expected 'sample' or 'beam', got {x!r}")
-        st.pivot = x
-    elif f in ("-mosflm", "-xds", "-adxv", "-denzo", "-dials"):
-        st.convention = f[1:]
-        st.pivot = "sample" if f == "-xds" else "beam"
-    elif f in ("-fdet_vector", "-sdet_vector", "-odet_vector", "-beam_vector", "-polar_vector",
-               "-spindle_axis", "-twotheta_axis"):
+# ---- the flag table: one rule per flag (command-line order is applied by _resolve) ---------------------
+# A rule is ``rule(st, values)``; the helpers below build the common kinds. Units: flags in the
+# reference's units in, SI out.
+
+def _store(attr, convert=lambda x: x, pivot=None):
+    """``st.attr = convert(first value)``; ``pivot``: the flag also asks for that pivot."""
+    def rule(st, v):
+        setattr(st, attr, convert(v[0]))
+        if pivot is not None:
+            st.pivot = pivot
+    return rule
+
+
+def _store_all(attr, convert=lambda v: v):
+    def rule(st, v):
+        setattr(st, attr, convert(v))
+    return rule
+
+
+def _const(**values):
+    def rule(st, v):
+        for attr, value in values.items():
+            setattr(st, attr, value)
+    return rule
+
+
+def _sample_axis(axis):
+    def rule(st, v):
+        st.sample[axis] = v[0] / 1000
+    return rule
+
+
+def _rotation(axis):
+    def rule(st, v):
+        st.rot[axis] = v[0] / RTD
+    return rule
+
+
+def _ignored(st, v):
+    """Parsed by the reference without effect on the image."""
+
+
+def _cells(x):
+    return float(int(x))
+
+
+def _all_cells(st, v):
+    st.Na = st.Nb = st.Nc = _cells(v[0])
+
+
+def _misset(st, v):
+    st.misset = "random" if v[0] == "random" else tuple(a / RTD for a in v)
+
+
+def _sample_size(st, v):
+    st.sample = [v[0] / 1000] * 3
+
+
+def _pivot(st, v):
+    if v[0] not in ("sample", "beam"):
+        raise InputError(f"-pivot: expected 'sample' or 'beam', got {v[0]!r}")
+    st.pivot = v[0]
+
+
+def _convention(name):
+    def rule(st, v):
+        st.convention = name
+        st.pivot = "sample" if name == "xds" else "beam"
+    return rule
+
+
+def _vector(attr):
+    def rule(st, v):               # any vector selects the CUSTOM convention
         st.convention = "custom"
-        name = {"-fdet_vector": "fdet", "-sdet_vector": "sdet", "-odet_vector": "odet",
-                "-beam_vector": "beam_vector", "-polar_vector": "polar_vector",
-                "-spindle_axis": "spindle", "-twotheta_axis": "twotheta_axis"}[f]
-        setattr(st, name, np.array(v, float))
-    elif f in ("-pix0_vector", "-pix0_vector_mm"):
+        setattr(st, attr, np.array(v, float))
+    return rule
+
+
+def _pix0(scale):
+    def rule(st, v):
         st.convention = "custom"
-        st.pix0 = np.array(v, float) / (1000.0 if f.endswith("_mm") else 1.0)
-    elif f == "-distance": st.distance, st.pivot = x / 1000.0, "beam"
-    elif f == "-close_distance": st.close_distance, st.pivot = x / 1000.0, "sample"
-    elif f == "-detector_abs":
-        if x == "inf" or x == 0.0:
-            st.det_thick, st.det_mu = 0.0, 0.0
-        else:
-            st.det_mu = 1.0 / (x * 1e-6)
-    elif f == "-detector_thick": st.det_thick = x * 1e-6
-    elif f in ("-detector_thicksteps", "-thicksteps"): st.det_thicksteps = x
-    elif f == "-twotheta": st.twotheta, st.pivot = x / RTD, "sample"
-    elif f == "-detector_rotx": st.rot[0] = x / RTD
-    elif f == "-detector_roty": st.rot[1] = x / RTD
-    elif f == "-detector_rotz": st.rot[2] = x / RTD
-    elif f == "-detsize": st.detsize_f = st.detsize_s = x / 1000.0
-    elif f == "-detsize_f": st.detsize_f = x / 1000.0
-    elif f == "-detsize_s": st.detsize_s = x / 1000.0
-    elif f in ("-detpixels", "-detpixels_f", "-detpixels_x", "-detpixels_s", "-detpixels_y") and x <= 0:
-        raise InputError(f"{f}: the detector must have at least one pixel, got {x}")
-    elif f == "-detpixels": st.fpixels = st.spixels = x
-    elif f in ("-detpixels_f", "-detpixels_x"): st.fpixels = x
-    elif f in ("-detpixels_s", "-detpixels_y"): st.spixels = x
-    elif f == "-curved_det": st.curved = True
-    elif f == "-pixel": st.pixel = x / 1000.0
-    elif f == "-point_pixel": st.point_pixel = True
-    elif f == "-polar": st.polarization, st.nopolar = x, False
-    elif f == "-nopolar": st.nopolar = True
-    elif f == "-oversample_thick": st.os_thick = True
-    elif f == "-oversample_polar": st.os_polar = True
-    elif f == "-oversample_omega": st.os_omega = True
-    elif f == "-oversample": st.oversample = x
-    elif f == "-roi": st.roi = v
-    elif f in ("-lambda", "-wave"):
-        if not x > 0:
-            raise InputError(f"{f}: the wavelength must be positive, got {x:g} A")
-        st.lambda0 = x / 1.0e10
-    elif f == "-energy":
-        if not x > 0:
-            raise InputError(f"-energy: the photon energy must be positive, got {x:g} eV")
-        st.lambda0 = (12398.42 / x) / 1.0e10
-    elif f == "-fluence": st.fluence = x
-    elif f == "-flux": st.flux = x
-    elif f == "-exposure": st.exposure = x
-    elif f == "-beamsize": st.beamsize = x / 1000
-    elif f in ("-mosaic", "-mosaicity", "-mosaic_spread"):
-        if abs(x / RTD) > 3.0e38:   # the reference narrows the spread to a float
-            raise InputError(f"{f}: a mosaic spread of {x:g} degrees is out of range")
-        st.mosaic_spread = x / RTD
-    elif f in ("-mosaic_domains", "-mosaic_dom"): st.mosaic_domains = x
-    elif f == "-dispersion": st.dispersion = x / 100.0
-    elif f == "-dispsteps": st.dispsteps = x
-    elif f == "-divergence": st.hdivrange = st.vdivrange = x / 1000.0
-    elif f == "-hdivrange": st.hdivrange = x / 1000.0
-    elif f == "-vdivrange": st.vdivrange = x / 1000.0
-    elif f == "-hdivstep": st.hdivstep = x / 1000.0
-    elif f == "-vdivstep": st.vdivstep = x / 1000.0
-    elif f == "-hdivsteps": st.hdivsteps = x
-    elif f == "-vdivsteps": st.vdivsteps = x
-    elif f == "-divsteps": st.hdivsteps = st.vdivsteps = x
-    elif f == "-round_div": st.round_div = True
-    elif f == "-square_div": st.round_div = False
-    elif f == "-adc": st.adc = x
-    elif f == "-phi": st.phi0 = x / RTD
-    elif f == "-osc": st.osc = x / RTD
-    elif f == "-phistep": st.phistep = x / RTD
-    elif f == "-phisteps": st.phisteps = x
-    elif f == "-phi_carryover": st.phi_carryover = True
-    elif f == "-dmin": st.dmin = x * 1e-10
-    elif f == "-hkl": st.hkl = x
-    elif f == "-default_F": st.default_F = x
-    elif f == "-dump": st.dumpfile = x
-    elif f == "-img": st.img = x
-    elif f == "-mask": st.mask = x
-    elif f == "-sourcefile": st.sourcefile = x
-    elif f in OUTPUT_FLAGS:
-        st.outputs[OUTPUT_FLAGS[f]] = x
-        if OUTPUT_FLAGS[f] == "pgm":
+        st.pix0 = np.array(v, float) / scale
+    return rule
+
+
+def _detector_abs(st, v):
+    x = v[0]
+    if x == "inf" or x == 0.0:     # absorption off, and (as the C) the thickness reset at this point
+        st.det_thick, st.det_mu = 0.0, 0.0
+    else:
+        st.det_mu = 1.0 / (x * 1e-6)
+
+
+def _detsize(*attrs):
+    def rule(st, v):
+        for attr in attrs:
+            setattr(st, attr, v[0] / 1000.0)
+    return rule
+
+
+def _detpixels(flag, *attrs):
+    def rule(st, v):
+        if v[0] <= 0:
+            raise InputError(f"{flag}: the detector must have at least one pixel, got {v[0]}")
+        for attr in attrs:
+            setattr(st, attr, v[0])
+    return rule
+
+
+def _wavelength(flag):
+    def rule(st, v):
+        if not v[0] > 0:
+            raise InputError(f"{flag}: the wavelength must be positive, got {v[0]:g} A")
+        st.lambda0 = v[0] / 1.0e10
+    return rule
+
+
+def _energy(st, v):
+    if not v[0] > 0:
+        raise InputError(f"-energy: the photon energy must be positive, got {v[0]:g} eV")
+    st.lambda0 = (12398.42 / v[0]) / 1.0e10
+
+
+def _mosaic(flag):
+    def rule(st, v):
+        if abs(v[0] / RTD) > 3.0e38:   # the reference narrows the spread to a float
+            raise InputError(f"{flag}: a mosaic spread of {v[0]:g} degrees is out of range")
+        st.mosaic_spread = v[0] / RTD
+    return rule
+
+
+def _output(kind):
+    def rule(st, v):
+        st.outputs[kind] = v[0]
+        if kind == "pgm":
             st.write_pgm = True
-        if OUTPUT_FLAGS[f] == "noise":
+        if kind == "noise":
             st.noise = True
-    elif f == "-nonoise": st.noise = False
-    elif f == "-noise_jax": st.noise_jax = True
-    elif f == "-nopgm": st.write_pgm = False
-    elif f == "-scale": st.intfile_scale = x
-    elif f == "-pgmscale": st.pgm_scale, st.write_pgm = x, True
-    elif f == "-printout": st.printout = True
-    elif f == "-noprogress": st.progress = False
-    elif f == "-progress": st.progress = True
-    elif f == "-interpolate": st.interpolate = 1
-    elif f == "-nointerpolate": st.interpolate = 0
-    elif f == "-round_xtal": st.shape = "round"
-    elif f == "-square_xtal": st.shape = "square"
-    elif f == "-gauss_xtal": st.shape = "gauss"
-    elif f in ("-binary_spots", "-tophat_spots"): st.shape = "tophat"
-    elif f == "-fudge": st.fudge = x
-    elif f == "-printout_pixel": st.printout, st.printout_pixel = True, v
-    elif f == "-trace_pixel": st.trace_pixel = v
-    elif f == "-seed": st.seed = -x
-    elif f == "-mosaic_seed": st.mosaic_seed = -x
-    elif f == "-misset_seed": st.misset_seed = -x
-    elif f == "-water": st.water = x / 1e6
-    elif f == "-float32": st.float32 = True
-    elif f == "-tile":
-        if x <= 0:
-            raise InputError("-tile: must be a positive number of pixels")
-        st.tile = x
-    elif f == "-demo": st.demo = True
-    elif f == "-max_memory_gb":
-        if not x > 0:
-            raise InputError(f"-max_memory_gb: must be a positive number of gigabytes, got {x:g}")
-        st.max_memory = min(x * 1e9, float(1 << 62))
-    else:  # pragma: no cover - every table entry is handled above
-        raise AssertionError(f)
+    return rule
+
+
+def _printout_pixel(st, v):
+    st.printout, st.printout_pixel = True, v
+
+
+def _tile(st, v):
+    if v[0] <= 0:
+        raise InputError("-tile: must be a positive number of pixels")
+    st.tile = v[0]
+
+
+def _max_memory(st, v):
+    if not v[0] > 0:
+        raise InputError(f"-max_memory_gb: must be a positive number of gigabytes, got {v[0]:g}")
+    st.max_memory = min(v[0] * 1e9, float(1 << 62))
+
+
+def _both(*rules):
+    """Several rules for one flag, in order."""
+    def rule(st, v):
+        for r in rules:
+            r(st, v)
+    return rule
+
+
+def _negated(attr):                # the reference's seeds: -seed S gives idum -S
+    return _store(attr, lambda x: -x)
+
+
+_mm = lambda x: x / 1000.0
+_deg = lambda x: x / RTD
+_mrad = lambda x: x / 1000.0
+
+FLAG_RULES = {
+    # crystal
+    "-Na": _store("Na", _cells), "-Nb": _store("Nb", _cells), "-Nc": _store("Nc", _cells), "-N": _all_cells,
+    "-cell": _store_all("cell"), "-mat": _store("matfile"), "-misset": _misset,
+    "-round_xtal": _const(shape="round"), "-square_xtal": _const(shape="square"),
+    "-gauss_xtal": _const(shape="gauss"), "-binary_spots": _const(shape="tophat"),
+    "-tophat_spots": _const(shape="tophat"), "-fudge": _store("fudge"),
+    "-mosaic_domains": _store("mosaic_domains"), "-mosaic_dom": _store("mosaic_domains"),
+    "-phi": _store("phi0", _deg), "-osc": _store("osc", _deg), "-phistep": _store("phistep", _deg),
+    "-phisteps": _store("phisteps"), "-phi_carryover": _const(phi_carryover=True),
+    # structure factors and background
+    "-hkl": _store("hkl"), "-default_F": _store("default_F"), "-dump": _store("dumpfile"),
+    "-interpolate": _const(interpolate=1), "-nointerpolate": _const(interpolate=0),
+    "-water": _store("water", lambda x: x / 1e6),
+    # beam
+    "-lambda": _wavelength("-lambda"), "-wave": _wavelength("-wave"), "-energy": _energy,
+    "-fluence": _store("fluence"), "-flux": _store("flux"), "-exposure": _store("exposure"),
+    "-beamsize": _store("beamsize", lambda x: x / 1000),
+    "-dispersion": _store("dispersion", lambda x: x / 100.0), "-dispsteps": _store("dispsteps"),
+    "-divergence": _both(_store("hdivrange", _mrad), _store("vdivrange", _mrad)),
+    "-hdivrange": _store("hdivrange", _mrad), "-vdivrange": _store("vdivrange", _mrad),
+    "-hdivstep": _store("hdivstep", _mrad), "-vdivstep": _store("vdivstep", _mrad),
+    "-hdivsteps": _store("hdivsteps"), "-vdivsteps": _store("vdivsteps"),
+    "-divsteps": _both(_store("hdivsteps"), _store("vdivsteps")),
+    "-round_div": _const(round_div=True), "-square_div": _const(round_div=False),
+    "-sourcefile": _store("sourcefile"), "-polar": _both(_store("polarization"), _const(nopolar=False)),
+    "-nopolar": _const(nopolar=True), "-dmin": _store("dmin", lambda x: x * 1e-10),
+    # detector
+    "-Xbeam": _store("Xbeam", _mm, "beam"), "-Ybeam": _store("Ybeam", _mm, "beam"),
+    "-Xclose": _store("Xclose", _mm, "sample"), "-Yclose": _store("Yclose", _mm, "sample"),
+    "-ORGX": _store("ORGX", pivot="sample"), "-ORGY": _store("ORGY", pivot="sample"), "-pivot": _pivot,
+    "-fdet_vector": _vector("fdet"), "-sdet_vector": _vector("sdet"), "-odet_vector": _vector("odet"),
+    "-beam_vector": _vector("beam_vector"), "-polar_vector": _vector("polar_vector"),
+    "-spindle_axis": _vector("spindle"), "-twotheta_axis": _vector("twotheta_axis"),
+    "-pix0_vector": _pix0(1.0), "-pix0_vector_mm": _pix0(1000.0),
+    "-distance": _store("distance", _mm, "beam"), "-close_distance": _store("close_distance", _mm, "sample"),
+    "-detector_abs": _detector_abs, "-detector_thick": _store("det_thick", lambda x: x * 1e-6),
+    "-detector_thicksteps": _store("det_thicksteps"), "-thicksteps": _store("det_thicksteps"),
+    "-twotheta": _store("twotheta", _deg, "sample"),
+    "-detector_rotx": _rotation(0), "-detector_roty": _rotation(1), "-detector_rotz": _rotation(2),
+    "-detsize": _detsize("detsize_f", "detsize_s"), "-detsize_f": _detsize("detsize_f"),
+    "-detsize_s": _detsize("detsize_s"),
+    "-detpixels": _detpixels("-detpixels", "fpixels", "spixels"),
+    "-detpixels_f": _detpixels("-detpixels_f", "fpixels"), "-detpixels_x": _detpixels("-detpixels_x", "fpixels"),
+    "-detpixels_s": _detpixels("-detpixels_s", "spixels"), "-detpixels_y": _detpixels("-detpixels_y", "spixels"),
+    "-curved_det": _const(curved=True), "-pixel": _store("pixel", _mm), "-point_pixel": _const(point_pixel=True),
+    "-oversample_thick": _const(os_thick=True), "-oversample_polar": _const(os_polar=True),
+    "-oversample_omega": _const(os_omega=True), "-oversample": _store("oversample"), "-roi": _store_all("roi"),
+    "-img": _store("img"), "-mask": _store("mask"),
+    # outputs and execution
+    "-nonoise": _const(noise=False), "-noise_jax": _const(noise_jax=True), "-nopgm": _const(write_pgm=False),
+    "-scale": _store("intfile_scale"), "-pgmscale": _both(_store("pgm_scale"), _const(write_pgm=True)),
+    "-adc": _store("adc"), "-printout": _const(printout=True), "-noprogress": _const(progress=False),
+    "-progress": _const(progress=True), "-printout_pixel": _printout_pixel, "-trace_pixel": _store_all("trace_pixel"),
+    "-seed": _negated("seed"), "-mosaic_seed": _negated("mosaic_seed"), "-misset_seed": _negated("misset_seed"),
+    "-float32": _const(float32=True), "-tile": _tile, "-demo": _const(demo=True), "-max_memory_gb": _max_memory,
+}
+for _f in ("-samplesize", "-sample_size", "-xtalsize", "-xtal_size"):
+    FLAG_RULES[_f] = _sample_size
+for _axis, _names in enumerate((("-sample_thick", "-sample_x", "-xtal_thick", "-xtal_x"),
+                                ("-sample_width", "-sample_y", "-width", "-xtal_width", "-xtal_y"),
+                                ("-sample_height", "-sample_z", "-height", "-xtal_height", "-xtal_z"))):
+    for _f in _names:
+        FLAG_RULES[_f] = _sample_axis(_axis)
+for _f in ("-density", "-sample_density", "-MW", "-molecular_weight", "-coherent", "-stolout", "-stol", "-4stol",
+           "-Q"):
+    FLAG_RULES[_f] = _ignored        # read by the reference, never used in the image
+for _f in ("-mosaic", "-mosaicity", "-mosaic_spread"):
+    FLAG_RULES[_f] = _mosaic(_f)
+for _f, _kind in OUTPUT_FLAGS.items():
+    FLAG_RULES[_f] = _output(_kind)
+for _f in ("-mosflm", "-xds", "-adxv", "-denzo", "-dials"):
+    FLAG_RULES[_f] = _convention(_f[1:])
+
+
+
+def _apply_flag(st: _State, flag: str, v: tuple):
+    FLAG_RULES[flag](st, v)
 
 
 DEMO_ARGS = ["-cell", "70", "80", "90", "75", "85", "95", "-misset", "10", "20", "30", "-default_F", "100",
