@@ -111,7 +111,7 @@ def _unit_vector(name, value):
     v = _floats(name, value, 3)
     if not np.any(v):
         raise ValueError(f"{name}: the vector must be non-zero")
-    return np.asarray(geometry.unitize(v))
+    return geometry.unitize_safe(v)
 
 
 def _tuple3(v):
@@ -430,7 +430,9 @@ class Beam(_Node):
     def sources(self, direction, polar):
         """(directions [S, 3] unit sample->source, wavelengths [S] m) given the beam and E vectors."""
         if self.source_vectors is not None:
-            return geometry.unitize(self.source_vectors), self.source_wavelengths
+            if _is_traced(self.source_vectors):
+                return geometry.unitize(self.source_vectors), self.source_wavelengths
+            return geometry.unitize_safe(self.source_vectors), self.source_wavelengths
         div = beam_mod.divergence_grid(self.divergence[0], self.divstep[0], self.divsteps[0],
                                        self.divergence[1], self.divstep[1], self.divsteps[1], self.round_div)
         dirs, _ = beam_mod.make_sources(direction, polar, 1.0, div, 0.0, 0.0, 1)
@@ -504,7 +506,7 @@ class Panel(_Node):
         if odet is not None:
             o0 = _unit_vector("Detector.odet", odet)
         elif convention == "custom":
-            o0 = np.asarray(geometry.unitize(np.cross(f0, s0)))
+            o0 = geometry.unitize_safe(np.cross(f0, s0))
         else:
             o0 = table[3]
         tt_axis = table[4] if twotheta_axis is None else _unit_vector("Detector.twotheta_axis", twotheta_axis)
@@ -752,7 +754,10 @@ class Experiment(_Node):
         if roi is not None and (roi[1] < 0 or roi[3] < 0 or roi[0] > cfg.fpixels - 1 or roi[2] > cfg.spixels - 1):
             raise ValueError(f"Detector.roi: the window {roi} lies outside the {cfg.fpixels}x{cfg.spixels}-pixel "
                              f"detector")
+        from . import resources
         from .validate import validate
+        resources.check_sample_counts(cfg.oversample, cfg.phisteps, cfg.mosaic_domains, cfg.sources,
+                                      cfg.thicksteps)
         try:
             validate(cfg, params)
         except PhysicsError as e:

@@ -66,18 +66,7 @@ class Setup:
     experiment: Any = None      # the jaxbragg.Experiment of the command line (see translate)
 
 
-def _unit(v):
-    """Unit vector(s) along ``v`` [..., 3]; rows whose norm would over- or underflow are scaled by their
-    largest component first (other rows go through ``geometry.unitize`` unchanged, bit for bit)."""
-    v = np.asarray(v, float)
-    with np.errstate(all="ignore"):
-        n = np.sqrt(np.sum(v * v, axis=-1, keepdims=True))
-    ok = np.isfinite(n) & (n > 1e-150) & (n < 1e150)
-    if np.all(ok):
-        return np.asarray(geometry.unitize(v))
-    big = np.max(np.abs(v), axis=-1, keepdims=True)
-    scaled = np.where(ok | (big == 0), v, v / np.where(big == 0, 1.0, big))
-    return np.asarray(geometry.unitize(scaled))
+_unit = geometry.unitize_safe
 
 
 def _ceil_count(x: float, flags: str, what: str) -> int:
