@@ -108,6 +108,18 @@ def lattice_from_reciprocal(recip, lengths=None):
     return geometry.unitize(crosses) * xp.asarray(lengths)[:, None]
 
 
+def oriented_lattice(recip, misset, lengths=None):
+    """Lattice rows [3, 3] of reciprocal rows ``recip`` after the ``-misset`` rotation (x, then y, then z;
+    radians) of the reciprocal vectors; ``lengths`` as for :func:`lattice_from_reciprocal`.
+
+    A concrete all-zero ``misset`` skips the rotation (so the lattice is bit for bit the unrotated one).
+    """
+    xp = _xp(recip, misset, lengths)
+    if xp is np and not np.any(misset):
+        return lattice_from_reciprocal(recip, lengths)
+    return lattice_from_reciprocal(geometry.rotate_xyz(recip, xp.asarray(misset)), lengths)
+
+
 def reciprocal_from_lattice(lattice):
     """Reciprocal rows [3, 3] of a real-space lattice (rows a, b, c): ``a* = (b x c) / V``."""
     xp = _xp(lattice)

@@ -31,6 +31,77 @@ import jax.numpy as jnp
 from . import geometry
 from .geometry import _xp
 
+#: Lab vectors of each named convention (the reference's convention block):
+#: beam, fdet, sdet, odet, two-theta axis, polarization (E) axis, spindle.
+CONVENTIONS = {
+    "mosflm": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
+    "denzo": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
+    "adxv": ((0, 0, 1), (1, 0, 0), (0, -1, 0), (0, 0, 1), (-1, 0, 0), (1, 0, 0), (1, 0, 0)),
+    "xds": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0)),
+    "dials": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)),
+}
+#: The CUSTOM convention starts from these (the reference's initial values: MOSFLM-like, two-theta
+#: about +y); every vector can then be set on its own.
+CUSTOM_START = ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1))
+#: The pivot each named convention uses (CUSTOM: whatever was asked, beam by default).
+CONVENTION_PIVOT = {"mosflm": "beam", "denzo": "beam", "adxv": "beam", "xds": "sample", "dials": "sample"}
+
+
+def convention_vectors(convention):
+    """``(beam, fdet, sdet, odet, twotheta_axis, polar, spindle)`` [3] each, float64, of a convention."""
+    import numpy as np
+    table = CONVENTIONS.get(convention, CUSTOM_START)
+    return tuple(np.array(v, float) for v in table)
+
+
+def close_point(orgx, orgy, detsize_f, detsize_s, pixel):
+    """(Fclose, Sclose) [m]: the sample-pivot point from XDS's ORGX/ORGY [pixels]; NaN means the centre
+    of the detector (``detsize / 2``)."""
+    import math
+    f = (orgx - 0.5) * pixel if not math.isnan(orgx) else detsize_f / 2.0
+    s = (orgy - 0.5) * pixel if not math.isnan(orgy) else detsize_s / 2.0
+    return f, s
+
+
+def default_beam_center(convention, detsize_f, detsize_s, pixel, close=None):
+    """The beam centre ``(X, Y)`` [m] a convention uses when none is given (the reference's defaults).
+
+    ADXV: the detector centre, shifted by half a pixel ``((f + px) / 2, (s - px) / 2)``; MOSFLM/DENZO:
+    ``((s + px) / 2, (f + px) / 2)`` (X along slow); XDS, DIALS and CUSTOM: the close point ``close``
+    (:func:`close_point`).
+    """
+    if convention == "adxv":
+        return (detsize_f + pixel) / 2.0, (detsize_s - pixel) / 2.0
+    if convention in ("mosflm", "denzo"):
+        return (detsize_s + pixel) / 2.0, (detsize_f + pixel) / 2.0
+    return close
+
+
+def beam_pivot_point(convention, beam_center, detsize_s, pixel):
+    """(Fbeam, Sbeam) [m], the direct-beam point in detector coordinates, from a convention's
+    ``(X, Y)`` beam centre: ADXV ``(X, detsize_s - Y)``; MOSFLM ``(Y + px/2, X + px/2)``; DENZO
+    ``(Y, X)``; XDS, DIALS, CUSTOM ``(X, Y)``. Works on NumPy or JAX values (differentiable)."""
+    x, y = beam_center[0], beam_center[1]
+    if convention == "adxv":
+        return x, detsize_s - y
+    if convention in ("mosflm", "denzo"):
+        shift = 0.5 * pixel if convention == "mosflm" else 0.0
+        return y + shift, x + shift
+    return x, y
+
+
+def detector_distance(beam, odet0, rotations, distance=None, close_distance=None):
+    """(distance along the beam, close distance) [m] of a detector, the reference's bookkeeping.
+
+    With ``close_distance`` given it wins and ``distance = close / ratio``; otherwise
+    ``close = |ratio * distance|`` and ``distance = close / ratio``, where ``ratio = beam . Rxyz odet0``
+    (the detector rotations, not two-theta). NumPy or JAX values.
+    """
+    xp = _xp(beam, odet0, rotations, distance, close_distance)
+    ratio = xp.dot(beam, geometry.rotate_xyz(odet0, rotations))
+    close = xp.abs(ratio * distance) if close_distance is None else close_distance
+    return close / ratio, close
+
 
 def place_detector(fdet0, sdet0, odet0, beam, rotations, twotheta_axis, twotheta, pivot, center,
                    distance, pix0=None):

@@ -133,3 +133,18 @@ def unitize(v):
     n = norm(v)[..., None]
     safe = xp.where(n == 0, 1.0, n)
     return xp.where(n == 0, 0.0, v / safe)
+
+
+def unitize_safe(v):
+    """:func:`unitize` for set-up values (NumPy, float64): rows whose norm would over- or underflow are
+    scaled by their largest component first; other rows go through :func:`unitize` unchanged, bit for
+    bit. Used for every vector a user gives (the command line's and the experiment model's)."""
+    v = np.asarray(v, float)
+    with np.errstate(all="ignore"):
+        n = np.sqrt(np.sum(v * v, axis=-1, keepdims=True))
+    ok = np.isfinite(n) & (n > 1e-150) & (n < 1e150)
+    if np.all(ok):
+        return np.asarray(unitize(v))
+    big = np.max(np.abs(v), axis=-1, keepdims=True)
+    scaled = np.where(ok | (big == 0), v, v / np.where(big == 0, 1.0, big))
+    return np.asarray(unitize(scaled))

@@ -226,13 +226,14 @@ def _mosaic_template(umats, spread, seed):
     return axes, unit
 
 
-def from_params(config: SimConfig, params: Params, *, mosaic_spread: float, wavelength: Optional[float] = None,
-                mosaic_seed: Optional[int] = None) -> Tuple[Template, Physical]:
+def from_params(config: SimConfig, params: Params, *, mosaic_spread: Optional[float] = None,
+                wavelength: Optional[float] = None, mosaic_seed: Optional[int] = None) -> Tuple[Template, Physical]:
     """Split kernel parameters into a :class:`Template` and the :class:`Physical` that rebuilds them.
 
     Args:
       config, params: a simulation (e.g. from :func:`jaxbragg.cli.resolve.resolve`).
-      mosaic_spread: the spread [rad] the mosaic matrices were drawn with.
+      mosaic_spread: the spread [rad] the mosaic matrices were drawn with (may be left out for a crystal
+        with one mosaic domain, whose spread is 0).
       wavelength: nominal wavelength [m]; by default the middle of the sources' wavelength range.
       mosaic_seed: the generator's seed (C idum). With it, the axes and angles are the generator's own
         draws; without it they are read off the matrices (identical for angles below pi). With a zero
@@ -243,7 +244,16 @@ def from_params(config: SimConfig, params: Params, *, mosaic_spread: float, wave
       ``(template, physical)`` with ``to_params(template, physical)`` equal to ``params`` to rounding;
       ``physical`` has the floating dtype of ``params.pixel_size``.
     """
+    if mosaic_spread is None:
+        if np.shape(params.mosaic_umats)[0] != 1:
+            raise ValueError("from_params: mosaic_spread [rad] is needed with several mosaic domains")
+        mosaic_spread = 0.0
+    # Python lists and scalars are accepted for every field
+    params = jax.tree_util.tree_map(lambda x: x if isinstance(x, jax.Array) else np.asarray(x), params,
+                                    is_leaf=lambda x: isinstance(x, (list, tuple)))
     dtype = np.asarray(params.pixel_size).dtype
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.float64
     lattice = np.asarray(params.lattice, np.float64)
     lengths, angles = cell_from_lattice(lattice)
     orientation = np.linalg.solve(cell_lattice(lengths, angles), lattice).T
@@ -273,6 +283,16 @@ def from_setup(setup) -> Tuple[Template, Physical]:
     """:func:`from_params` for a :class:`jaxbragg.cli.resolve.Setup` (a resolved command line)."""
     return from_params(setup.config, setup.params, mosaic_spread=setup.info["mosaic_spread"],
                        wavelength=setup.info["lambda0"], mosaic_seed=setup.info.get("mosaic_seed"))
+
+
+def from_experiment(experiment, execution=None) -> Tuple[Template, Physical]:
+    """:func:`from_params` for a :class:`jaxbragg.Experiment` (its lowering, spread, wavelength and seed)."""
+    config, params = experiment.lower(execution)
+    c = experiment.crystal
+    seed = None if c.mosaic_domains == 1 else (
+        rng_mod.DEFAULT_MOSAIC_IDUM if c.mosaic_seed is None else -int(c.mosaic_seed))
+    return from_params(config, params, mosaic_spread=float(c.mosaic_spread),
+                       wavelength=float(experiment.beam.wavelength), mosaic_seed=seed)
 
 
 def astype(tree, dtype):

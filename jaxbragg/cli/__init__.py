@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import InputError
 from . import flags as flags_mod
 from . import common, stages
-from .resolve import resolve
+from .resolve import resolve, translate  # noqa: F401  (resolve: public)
 
 RTD = 57.29577951308232
 
@@ -104,8 +104,8 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
     """
     from . import outputs as outmod
     from .. import resources
-    parsed = flags_mod.parse(argv)
-    setup = resolve(parsed, os.getcwd())
+    translation = translate(argv, os.getcwd())     # flags -> Experiment + run options (+ float64 set-up)
+    parsed, setup = translation.parsed, translation.setup
     opts, info = setup.options, setup.info
     files = {"float": setup.outputs.get("float") or outmod.DEFAULT_NAMES["float"],
              "int": setup.outputs.get("int") or outmod.DEFAULT_NAMES["int"]}
@@ -405,12 +405,26 @@ def _run(argv, out, err) -> int:
     return 0
 
 
+def _help(argv) -> int:
+    """``-h``/``-help``/``--help``: every flag, grouped, on stdout; ``--version``: the version. Exit 0."""
+    if any(a in flags_mod.HELP_FLAGS for a in argv):
+        from .help import text
+        print(text())
+    else:
+        from .. import __version__
+        print(f"jaxbragg {__version__}")
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if any(a in flags_mod.HELP_FLAGS + flags_mod.VERSION_FLAGS for a in argv):
+        return common.guarded("jaxbragg", lambda: _help(argv), "")
     if not argv:
         print("usage: jaxbragg -cell a b c al be ga -default_F F [-hkl F.hkl] [-floatfile out.bin] ...\n"
               "       jaxbragg -demo        (render a built-in example)\n"
-              "see specs/cli.md for every flag", file=sys.stderr)
+              "       jaxbragg -h           (every flag with its unit and default)", file=sys.stderr)
         return 2
     return common.guarded("jaxbragg", lambda: run(argv),
                           "use a smaller -tile or detector, or lower -max_memory_gb")

@@ -64,7 +64,21 @@ _TABLE: Dict[str, str] = {
     "-demo": "", "-float32": "", "-tile": "i", "-pngfile": "s", "-noise_jax": "", "-max_memory_gb": "f",
 }
 
-FLAGS = frozenset(_TABLE)
+#: Other spellings that the reference's usage text or README shows and that the reference accepts (its
+#: option loop matches substrings): the same flag under its canonical name.
+ALIASES: Dict[str, str] = {"-matrix": "-mat", "-detector_absorb": "-detector_abs", "-adcoffset": "-adc"}
+
+#: Spellings the reference's README shows but the reference silently ignores: errors, with the flag meant.
+IGNORED_BY_REFERENCE: Dict[str, str] = {
+    "-hdiv": "-hdivrange", "-vdiv": "-vdivrange", "-xdet_vector": "-fdet_vector", "-ydet_vector": "-sdet_vector",
+    "-zdet_vector": "-odet_vector", "-thick": "-detector_thick", "-detsize_x": "-detsize_f",
+    "-detsize_y": "-detsize_s", "-source_distance": "", "-source_dist": ""}
+
+FLAGS = frozenset(_TABLE) | frozenset(ALIASES)
+
+#: Flags that print the help or the version and exit 0 (handled by :func:`jaxbragg.cli.main`).
+HELP_FLAGS = ("-h", "-help", "--help")
+VERSION_FLAGS = ("--version",)
 
 #: Integer values are C ``int`` s in the reference (``atoi``): anything outside this range is an error.
 INT_MAX = 2**31 - 1
@@ -117,12 +131,16 @@ def parse(argv: List[str]) -> List[Tuple[str, tuple]]:
     i = 0
     while i < len(argv):
         flag = argv[i]
-        kind = _TABLE.get(flag)
+        kind = _TABLE.get(ALIASES.get(flag, flag))
         if kind is None:
+            if flag in IGNORED_BY_REFERENCE:
+                meant = IGNORED_BY_REFERENCE[flag]
+                raise InputError(f"unknown flag {flag!r} (nanoBragg ignores it without a word"
+                                 + (f"; did you mean {meant}?)" if meant else "; it has no effect there)"))
             if flag.startswith("-") and not _is_number(flag):
                 close = difflib.get_close_matches(flag, sorted(FLAGS), n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise InputError(f"unknown flag {flag!r}{hint}")
+                hint = f"did you mean {close[0]}? " if close else ""
+                raise InputError(f"unknown flag {flag!r} ({hint}jaxbragg -h lists every flag)")
             if out:
                 prev = out[-1][0]
                 n = len(out[-1][1])
@@ -165,6 +183,6 @@ def parse(argv: List[str]) -> List[Tuple[str, tuple]]:
             used = 1
         else:  # pragma: no cover - table typo guard
             raise AssertionError(kind)
-        out.append((flag, vals))
+        out.append((ALIASES.get(flag, flag), vals))
         i += 1 + used
     return out

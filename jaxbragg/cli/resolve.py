@@ -28,22 +28,12 @@ import numpy as np
 
 from .. import beam as beam_mod
 from .. import crystal, geometry, io, resources, rng
+from .. import detector as det_mod
 from ..errors import InputError, PhysicsError
 from ..simulate import Params, SimConfig
 from .. import validate
 
 RTD = 180.0 / math.pi
-
-_CONVENTIONS = {
-    # beam, fdet, sdet, odet, twotheta axis, polar, spindle
-    "mosflm": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
-    "denzo": ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 0, -1), (0, 0, 1), (0, 0, 1)),
-    "adxv": ((0, 0, 1), (1, 0, 0), (0, -1, 0), (0, 0, 1), (-1, 0, 0), (1, 0, 0), (1, 0, 0)),
-    "xds": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0)),
-    "dials": ((0, 0, 1), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)),
-}
-# CUSTOM starts from these (the reference's initial values, MOSFLM-like, two-theta about +y).
-_CUSTOM_START = ((1, 0, 0), (0, 0, 1), (0, -1, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1))
 
 #: The flags behind each :class:`Params` field, for :class:`PhysicsError` messages.
 _PARAM_FLAGS = {
@@ -73,20 +63,10 @@ class Setup:
     outputs: Dict[str, Optional[str]]
     options: Dict[str, Any]
     warnings: List[str]
+    experiment: Any = None      # the jaxbragg.Experiment of the command line (see translate)
 
 
-def _unit(v):
-    """Unit vector(s) along ``v`` [..., 3]; rows whose norm would over- or underflow are scaled by their
-    largest component first (other rows go through ``geometry.unitize`` unchanged, bit for bit)."""
-    v = np.asarray(v, float)
-    with np.errstate(all="ignore"):
-        n = np.sqrt(np.sum(v * v, axis=-1, keepdims=True))
-    ok = np.isfinite(n) & (n > 1e-150) & (n < 1e150)
-    if np.all(ok):
-        return np.asarray(geometry.unitize(v))
-    big = np.max(np.abs(v), axis=-1, keepdims=True)
-    scaled = np.where(ok | (big == 0), v, v / np.where(big == 0, 1.0, big))
-    return np.asarray(geometry.unitize(scaled))
+_unit = geometry.unitize_safe
 
 
 def _ceil_count(x: float, flags: str, what: str) -> int:
@@ -162,7 +142,7 @@ class _State:
         self.pivot = "beam"
         self.convention = "mosflm"
         (self.beam_vector, self.fdet, self.sdet, self.odet, self.twotheta_axis, self.polar_vector,
-         self.spindle) = (np.array(v, float) for v in _CUSTOM_START)
+         self.spindle) = det_mod.convention_vectors("custom")
         self.pix0 = None
         self.rot = [0.0, 0.0, 0.0]
         self.twotheta = 0.0
@@ -252,159 +232,257 @@ def _apply_header(st: _State, path: str, is_mask: bool, cwd: str = "."):
     return data
 
 
-def _apply_flag(st: _State, flag: str, v: tuple):
-    f = flag
-    x = v[0] if v else None
-    if f == "-Na": st.Na = float(int(x))
-    elif f == "-Nb": st.Nb = float(int(x))
-    elif f == "-Nc": st.Nc = float(int(x))
-    elif f == "-N": st.Na = st.Nb = st.Nc = float(int(x))
-    elif f == "-cell": st.cell = v
-    elif f == "-mat": st.matfile = x
-    elif f == "-misset": st.misset = "random" if x == "random" else tuple(a / RTD for a in v)
-    elif f in ("-samplesize", "-sample_size", "-xtalsize", "-xtal_size"): st.sample = [x / 1000] * 3
-    elif f in ("-sample_thick", "-sample_x", "-xtal_thick", "-xtal_x"): st.sample[0] = x / 1000
-    elif f in ("-sample_width", "-sample_y", "-width", "-xtal_width", "-xtal_y"): st.sample[1] = x / 1000
-    elif f in ("-sample_height", "-sample_z", "-height", "-xtal_height", "-xtal_z"): st.sample[2] = x / 1000
-    elif f in ("-density", "-sample_density", "-MW", "-molecular_weight", "-coherent", "-stolout"):
-        pass  # parsed by the reference but without effect on the image
-    elif f in ("-stol", "-4stol", "-Q"):
-        pass  # amorphous-scattering table: read by the reference, never used in the image
-    elif f == "-Xbeam": st.Xbeam, st.pivot = x / 1000.0, "beam"
-    elif f == "-Ybeam": st.Ybeam, st.pivot = x / 1000.0, "beam"
-    elif f == "-Xclose": st.Xclose, st.pivot = x / 1000.0, "sample"
-    elif f == "-Yclose": st.Yclose, st.pivot = x / 1000.0, "sample"
-    elif f == "-ORGX": st.ORGX, st.pivot = x, "sample"
-    elif f == "-ORGY": st.ORGY, st.pivot = x, "sample"
-    elif f == "-pivot":
-        if x not in ("sample", "beam"):
-            raise InputError(f"-pivot: expected 'sample' or 'beam', got {x!r}")
-        st.pivot = x
-    elif f in ("-mosflm", "-xds", "-adxv", "-denzo", "-dials"):
-        st.convention = f[1:]
-        st.pivot = "sample" if f == "-xds" else "beam"
-    elif f in ("-fdet_vector", "-sdet_vector", "-odet_vector", "-beam_vector", "-polar_vector",
-               "-spindle_axis", "-twotheta_axis"):
+# ---- the flag table: one rule per flag (command-line order is applied by _resolve) ---------------------
+# A rule is ``rule(st, values)``; the helpers below build the common kinds. Units: flags in the
+# reference's units in, SI out.
+
+def _store(attr, convert=lambda x: x, pivot=None):
+    """``st.attr = convert(first value)``; ``pivot``: the flag also asks for that pivot."""
+    def rule(st, v):
+        setattr(st, attr, convert(v[0]))
+        if pivot is not None:
+            st.pivot = pivot
+    return rule
+
+
+def _store_all(attr, convert=lambda v: v):
+    def rule(st, v):
+        setattr(st, attr, convert(v))
+    return rule
+
+
+def _const(**values):
+    def rule(st, v):
+        for attr, value in values.items():
+            setattr(st, attr, value)
+    return rule
+
+
+def _sample_axis(axis):
+    def rule(st, v):
+        st.sample[axis] = v[0] / 1000
+    return rule
+
+
+def _rotation(axis):
+    def rule(st, v):
+        st.rot[axis] = v[0] / RTD
+    return rule
+
+
+def _ignored(st, v):
+    """Parsed by the reference without effect on the image."""
+
+
+def _cells(x):
+    return float(int(x))
+
+
+def _all_cells(st, v):
+    st.Na = st.Nb = st.Nc = _cells(v[0])
+
+
+def _misset(st, v):
+    st.misset = "random" if v[0] == "random" else tuple(a / RTD for a in v)
+
+
+def _sample_size(st, v):
+    st.sample = [v[0] / 1000] * 3
+
+
+def _pivot(st, v):
+    if v[0] not in ("sample", "beam"):
+        raise InputError(f"-pivot: expected 'sample' or 'beam', got {v[0]!r}")
+    st.pivot = v[0]
+
+
+def _convention(name):
+    def rule(st, v):
+        st.convention = name
+        st.pivot = "sample" if name == "xds" else "beam"
+    return rule
+
+
+def _vector(attr):
+    def rule(st, v):               # any vector selects the CUSTOM convention
         st.convention = "custom"
-        name = {"-fdet_vector": "fdet", "-sdet_vector": "sdet", "-odet_vector": "odet",
-                "-beam_vector": "beam_vector", "-polar_vector": "polar_vector",
-                "-spindle_axis": "spindle", "-twotheta_axis": "twotheta_axis"}[f]
-        setattr(st, name, np.array(v, float))
-    elif f in ("-pix0_vector", "-pix0_vector_mm"):
+        setattr(st, attr, np.array(v, float))
+    return rule
+
+
+def _pix0(scale):
+    def rule(st, v):
         st.convention = "custom"
-        st.pix0 = np.array(v, float) / (1000.0 if f.endswith("_mm") else 1.0)
-    elif f == "-distance": st.distance, st.pivot = x / 1000.0, "beam"
-    elif f == "-close_distance": st.close_distance, st.pivot = x / 1000.0, "sample"
-    elif f == "-detector_abs":
-        if x == "inf" or x == 0.0:
-            st.det_thick, st.det_mu = 0.0, 0.0
-        else:
-            st.det_mu = 1.0 / (x * 1e-6)
-    elif f == "-detector_thick": st.det_thick = x * 1e-6
-    elif f in ("-detector_thicksteps", "-thicksteps"): st.det_thicksteps = x
-    elif f == "-twotheta": st.twotheta, st.pivot = x / RTD, "sample"
-    elif f == "-detector_rotx": st.rot[0] = x / RTD
-    elif f == "-detector_roty": st.rot[1] = x / RTD
-    elif f == "-detector_rotz": st.rot[2] = x / RTD
-    elif f == "-detsize": st.detsize_f = st.detsize_s = x / 1000.0
-    elif f == "-detsize_f": st.detsize_f = x / 1000.0
-    elif f == "-detsize_s": st.detsize_s = x / 1000.0
-    elif f in ("-detpixels", "-detpixels_f", "-detpixels_x", "-detpixels_s", "-detpixels_y") and x <= 0:
-        raise InputError(f"{f}: the detector must have at least one pixel, got {x}")
-    elif f == "-detpixels": st.fpixels = st.spixels = x
-    elif f in ("-detpixels_f", "-detpixels_x"): st.fpixels = x
-    elif f in ("-detpixels_s", "-detpixels_y"): st.spixels = x
-    elif f == "-curved_det": st.curved = True
-    elif f == "-pixel": st.pixel = x / 1000.0
-    elif f == "-point_pixel": st.point_pixel = True
-    elif f == "-polar": st.polarization, st.nopolar = x, False
-    elif f == "-nopolar": st.nopolar = True
-    elif f == "-oversample_thick": st.os_thick = True
-    elif f == "-oversample_polar": st.os_polar = True
-    elif f == "-oversample_omega": st.os_omega = True
-    elif f == "-oversample": st.oversample = x
-    elif f == "-roi": st.roi = v
-    elif f in ("-lambda", "-wave"):
-        if not x > 0:
-            raise InputError(f"{f}: the wavelength must be positive, got {x:g} A")
-        st.lambda0 = x / 1.0e10
-    elif f == "-energy":
-        if not x > 0:
-            raise InputError(f"-energy: the photon energy must be positive, got {x:g} eV")
-        st.lambda0 = (12398.42 / x) / 1.0e10
-    elif f == "-fluence": st.fluence = x
-    elif f == "-flux": st.flux = x
-    elif f == "-exposure": st.exposure = x
-    elif f == "-beamsize": st.beamsize = x / 1000
-    elif f in ("-mosaic", "-mosaicity", "-mosaic_spread"):
-        if abs(x / RTD) > 3.0e38:   # the reference narrows the spread to a float
-            raise InputError(f"{f}: a mosaic spread of {x:g} degrees is out of range")
-        st.mosaic_spread = x / RTD
-    elif f in ("-mosaic_domains", "-mosaic_dom"): st.mosaic_domains = x
-    elif f == "-dispersion": st.dispersion = x / 100.0
-    elif f == "-dispsteps": st.dispsteps = x
-    elif f == "-divergence": st.hdivrange = st.vdivrange = x / 1000.0
-    elif f == "-hdivrange": st.hdivrange = x / 1000.0
-    elif f == "-vdivrange": st.vdivrange = x / 1000.0
-    elif f == "-hdivstep": st.hdivstep = x / 1000.0
-    elif f == "-vdivstep": st.vdivstep = x / 1000.0
-    elif f == "-hdivsteps": st.hdivsteps = x
-    elif f == "-vdivsteps": st.vdivsteps = x
-    elif f == "-divsteps": st.hdivsteps = st.vdivsteps = x
-    elif f == "-round_div": st.round_div = True
-    elif f == "-square_div": st.round_div = False
-    elif f == "-adc": st.adc = x
-    elif f == "-phi": st.phi0 = x / RTD
-    elif f == "-osc": st.osc = x / RTD
-    elif f == "-phistep": st.phistep = x / RTD
-    elif f == "-phisteps": st.phisteps = x
-    elif f == "-phi_carryover": st.phi_carryover = True
-    elif f == "-dmin": st.dmin = x * 1e-10
-    elif f == "-hkl": st.hkl = x
-    elif f == "-default_F": st.default_F = x
-    elif f == "-dump": st.dumpfile = x
-    elif f == "-img": st.img = x
-    elif f == "-mask": st.mask = x
-    elif f == "-sourcefile": st.sourcefile = x
-    elif f in OUTPUT_FLAGS:
-        st.outputs[OUTPUT_FLAGS[f]] = x
-        if OUTPUT_FLAGS[f] == "pgm":
+        st.pix0 = np.array(v, float) / scale
+    return rule
+
+
+def _detector_abs(st, v):
+    x = v[0]
+    if x == "inf" or x == 0.0:     # absorption off, and (as the C) the thickness reset at this point
+        st.det_thick, st.det_mu = 0.0, 0.0
+    else:
+        st.det_mu = 1.0 / (x * 1e-6)
+
+
+def _detsize(*attrs):
+    def rule(st, v):
+        for attr in attrs:
+            setattr(st, attr, v[0] / 1000.0)
+    return rule
+
+
+def _detpixels(flag, *attrs):
+    def rule(st, v):
+        if v[0] <= 0:
+            raise InputError(f"{flag}: the detector must have at least one pixel, got {v[0]}")
+        for attr in attrs:
+            setattr(st, attr, v[0])
+    return rule
+
+
+def _wavelength(flag):
+    def rule(st, v):
+        if not v[0] > 0:
+            raise InputError(f"{flag}: the wavelength must be positive, got {v[0]:g} A")
+        st.lambda0 = v[0] / 1.0e10
+    return rule
+
+
+def _energy(st, v):
+    if not v[0] > 0:
+        raise InputError(f"-energy: the photon energy must be positive, got {v[0]:g} eV")
+    st.lambda0 = (12398.42 / v[0]) / 1.0e10
+
+
+def _mosaic(flag):
+    def rule(st, v):
+        if abs(v[0] / RTD) > 3.0e38:   # the reference narrows the spread to a float
+            raise InputError(f"{flag}: a mosaic spread of {v[0]:g} degrees is out of range")
+        st.mosaic_spread = v[0] / RTD
+    return rule
+
+
+def _output(kind):
+    def rule(st, v):
+        st.outputs[kind] = v[0]
+        if kind == "pgm":
             st.write_pgm = True
-        if OUTPUT_FLAGS[f] == "noise":
+        if kind == "noise":
             st.noise = True
-    elif f == "-nonoise": st.noise = False
-    elif f == "-noise_jax": st.noise_jax = True
-    elif f == "-nopgm": st.write_pgm = False
-    elif f == "-scale": st.intfile_scale = x
-    elif f == "-pgmscale": st.pgm_scale, st.write_pgm = x, True
-    elif f == "-printout": st.printout = True
-    elif f == "-noprogress": st.progress = False
-    elif f == "-progress": st.progress = True
-    elif f == "-interpolate": st.interpolate = 1
-    elif f == "-nointerpolate": st.interpolate = 0
-    elif f == "-round_xtal": st.shape = "round"
-    elif f == "-square_xtal": st.shape = "square"
-    elif f == "-gauss_xtal": st.shape = "gauss"
-    elif f in ("-binary_spots", "-tophat_spots"): st.shape = "tophat"
-    elif f == "-fudge": st.fudge = x
-    elif f == "-printout_pixel": st.printout, st.printout_pixel = True, v
-    elif f == "-trace_pixel": st.trace_pixel = v
-    elif f == "-seed": st.seed = -x
-    elif f == "-mosaic_seed": st.mosaic_seed = -x
-    elif f == "-misset_seed": st.misset_seed = -x
-    elif f == "-water": st.water = x / 1e6
-    elif f == "-float32": st.float32 = True
-    elif f == "-tile":
-        if x <= 0:
-            raise InputError("-tile: must be a positive number of pixels")
-        st.tile = x
-    elif f == "-demo": st.demo = True
-    elif f == "-max_memory_gb":
-        if not x > 0:
-            raise InputError(f"-max_memory_gb: must be a positive number of gigabytes, got {x:g}")
-        st.max_memory = min(x * 1e9, float(1 << 62))
-    else:  # pragma: no cover - every table entry is handled above
-        raise AssertionError(f)
+    return rule
+
+
+def _printout_pixel(st, v):
+    st.printout, st.printout_pixel = True, v
+
+
+def _tile(st, v):
+    if v[0] <= 0:
+        raise InputError("-tile: must be a positive number of pixels")
+    st.tile = v[0]
+
+
+def _max_memory(st, v):
+    if not v[0] > 0:
+        raise InputError(f"-max_memory_gb: must be a positive number of gigabytes, got {v[0]:g}")
+    st.max_memory = min(v[0] * 1e9, float(1 << 62))
+
+
+def _both(*rules):
+    """Several rules for one flag, in order."""
+    def rule(st, v):
+        for r in rules:
+            r(st, v)
+    return rule
+
+
+def _negated(attr):                # the reference's seeds: -seed S gives idum -S
+    return _store(attr, lambda x: -x)
+
+
+_mm = lambda x: x / 1000.0
+_deg = lambda x: x / RTD
+_mrad = lambda x: x / 1000.0
+
+FLAG_RULES = {
+    # crystal
+    "-Na": _store("Na", _cells), "-Nb": _store("Nb", _cells), "-Nc": _store("Nc", _cells), "-N": _all_cells,
+    "-cell": _store_all("cell"), "-mat": _store("matfile"), "-misset": _misset,
+    "-round_xtal": _const(shape="round"), "-square_xtal": _const(shape="square"),
+    "-gauss_xtal": _const(shape="gauss"), "-binary_spots": _const(shape="tophat"),
+    "-tophat_spots": _const(shape="tophat"), "-fudge": _store("fudge"),
+    "-mosaic_domains": _store("mosaic_domains"), "-mosaic_dom": _store("mosaic_domains"),
+    "-phi": _store("phi0", _deg), "-osc": _store("osc", _deg), "-phistep": _store("phistep", _deg),
+    "-phisteps": _store("phisteps"), "-phi_carryover": _const(phi_carryover=True),
+    # structure factors and background
+    "-hkl": _store("hkl"), "-default_F": _store("default_F"), "-dump": _store("dumpfile"),
+    "-interpolate": _const(interpolate=1), "-nointerpolate": _const(interpolate=0),
+    "-water": _store("water", lambda x: x / 1e6),
+    # beam
+    "-lambda": _wavelength("-lambda"), "-wave": _wavelength("-wave"), "-energy": _energy,
+    "-fluence": _store("fluence"), "-flux": _store("flux"), "-exposure": _store("exposure"),
+    "-beamsize": _store("beamsize", lambda x: x / 1000),
+    "-dispersion": _store("dispersion", lambda x: x / 100.0), "-dispsteps": _store("dispsteps"),
+    "-divergence": _both(_store("hdivrange", _mrad), _store("vdivrange", _mrad)),
+    "-hdivrange": _store("hdivrange", _mrad), "-vdivrange": _store("vdivrange", _mrad),
+    "-hdivstep": _store("hdivstep", _mrad), "-vdivstep": _store("vdivstep", _mrad),
+    "-hdivsteps": _store("hdivsteps"), "-vdivsteps": _store("vdivsteps"),
+    "-divsteps": _both(_store("hdivsteps"), _store("vdivsteps")),
+    "-round_div": _const(round_div=True), "-square_div": _const(round_div=False),
+    "-sourcefile": _store("sourcefile"), "-polar": _both(_store("polarization"), _const(nopolar=False)),
+    "-nopolar": _const(nopolar=True), "-dmin": _store("dmin", lambda x: x * 1e-10),
+    # detector
+    "-Xbeam": _store("Xbeam", _mm, "beam"), "-Ybeam": _store("Ybeam", _mm, "beam"),
+    "-Xclose": _store("Xclose", _mm, "sample"), "-Yclose": _store("Yclose", _mm, "sample"),
+    "-ORGX": _store("ORGX", pivot="sample"), "-ORGY": _store("ORGY", pivot="sample"), "-pivot": _pivot,
+    "-fdet_vector": _vector("fdet"), "-sdet_vector": _vector("sdet"), "-odet_vector": _vector("odet"),
+    "-beam_vector": _vector("beam_vector"), "-polar_vector": _vector("polar_vector"),
+    "-spindle_axis": _vector("spindle"), "-twotheta_axis": _vector("twotheta_axis"),
+    "-pix0_vector": _pix0(1.0), "-pix0_vector_mm": _pix0(1000.0),
+    "-distance": _store("distance", _mm, "beam"), "-close_distance": _store("close_distance", _mm, "sample"),
+    "-detector_abs": _detector_abs, "-detector_thick": _store("det_thick", lambda x: x * 1e-6),
+    "-detector_thicksteps": _store("det_thicksteps"), "-thicksteps": _store("det_thicksteps"),
+    "-twotheta": _store("twotheta", _deg, "sample"),
+    "-detector_rotx": _rotation(0), "-detector_roty": _rotation(1), "-detector_rotz": _rotation(2),
+    "-detsize": _detsize("detsize_f", "detsize_s"), "-detsize_f": _detsize("detsize_f"),
+    "-detsize_s": _detsize("detsize_s"),
+    "-detpixels": _detpixels("-detpixels", "fpixels", "spixels"),
+    "-detpixels_f": _detpixels("-detpixels_f", "fpixels"), "-detpixels_x": _detpixels("-detpixels_x", "fpixels"),
+    "-detpixels_s": _detpixels("-detpixels_s", "spixels"), "-detpixels_y": _detpixels("-detpixels_y", "spixels"),
+    "-curved_det": _const(curved=True), "-pixel": _store("pixel", _mm), "-point_pixel": _const(point_pixel=True),
+    "-oversample_thick": _const(os_thick=True), "-oversample_polar": _const(os_polar=True),
+    "-oversample_omega": _const(os_omega=True), "-oversample": _store("oversample"), "-roi": _store_all("roi"),
+    "-img": _store("img"), "-mask": _store("mask"),
+    # outputs and execution
+    "-nonoise": _const(noise=False), "-noise_jax": _const(noise_jax=True), "-nopgm": _const(write_pgm=False),
+    "-scale": _store("intfile_scale"), "-pgmscale": _both(_store("pgm_scale"), _const(write_pgm=True)),
+    "-adc": _store("adc"), "-printout": _const(printout=True), "-noprogress": _const(progress=False),
+    "-progress": _const(progress=True), "-printout_pixel": _printout_pixel, "-trace_pixel": _store_all("trace_pixel"),
+    "-seed": _negated("seed"), "-mosaic_seed": _negated("mosaic_seed"), "-misset_seed": _negated("misset_seed"),
+    "-float32": _const(float32=True), "-tile": _tile, "-demo": _const(demo=True), "-max_memory_gb": _max_memory,
+}
+for _f in ("-samplesize", "-sample_size", "-xtalsize", "-xtal_size"):
+    FLAG_RULES[_f] = _sample_size
+for _axis, _names in enumerate((("-sample_thick", "-sample_x", "-xtal_thick", "-xtal_x"),
+                                ("-sample_width", "-sample_y", "-width", "-xtal_width", "-xtal_y"),
+                                ("-sample_height", "-sample_z", "-height", "-xtal_height", "-xtal_z"))):
+    for _f in _names:
+        FLAG_RULES[_f] = _sample_axis(_axis)
+for _f in ("-density", "-sample_density", "-MW", "-molecular_weight", "-coherent", "-stolout", "-stol", "-4stol",
+           "-Q"):
+    FLAG_RULES[_f] = _ignored        # read by the reference, never used in the image
+for _f in ("-mosaic", "-mosaicity", "-mosaic_spread"):
+    FLAG_RULES[_f] = _mosaic(_f)
+for _f, _kind in OUTPUT_FLAGS.items():
+    FLAG_RULES[_f] = _output(_kind)
+for _f in ("-mosflm", "-xds", "-adxv", "-denzo", "-dials"):
+    FLAG_RULES[_f] = _convention(_f[1:])
+
+
+
+def _apply_flag(st: _State, flag: str, v: tuple):
+    FLAG_RULES[flag](st, v)
 
 
 DEMO_ARGS = ["-cell", "70", "80", "90", "75", "85", "95", "-misset", "10", "20", "30", "-default_F", "100",
@@ -482,33 +560,22 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
 
     # ---- beam centre defaults and the convention block ---------------------------------------------
     px = st.pixel
-    Fclose = (st.ORGX - 0.5) * px if not math.isnan(st.ORGX) else st.detsize_f / 2.0
-    Sclose = (st.ORGY - 0.5) * px if not math.isnan(st.ORGY) else st.detsize_s / 2.0
+    Fclose, Sclose = det_mod.close_point(st.ORGX, st.ORGY, st.detsize_f, st.detsize_s, px)
     Xclose = Fclose if math.isnan(st.Xclose) else st.Xclose
     Yclose = Sclose if math.isnan(st.Yclose) else st.Yclose
-    Xbeam, Ybeam = st.Xbeam, st.Ybeam
     conv = st.convention
-    pivot = st.pivot
-    if conv in _CONVENTIONS:
+    # the convention block: a named convention sets every vector and forces its pivot
+    if conv in det_mod.CONVENTIONS:
         (st.beam_vector, st.fdet, st.sdet, st.odet, st.twotheta_axis, st.polar_vector,
-         st.spindle) = (np.array(v, float) for v in _CONVENTIONS[conv])
-    if conv == "adxv":
-        Xbeam = (st.detsize_f + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (st.detsize_s - px) / 2.0 if math.isnan(Ybeam) else Ybeam
-        Fbeam, Sbeam, pivot = Xbeam, st.detsize_s - Ybeam, "beam"
-    elif conv in ("mosflm", "denzo"):
-        Xbeam = (st.detsize_s + px) / 2.0 if math.isnan(Xbeam) else Xbeam
-        Ybeam = (st.detsize_f + px) / 2.0 if math.isnan(Ybeam) else Ybeam
-        shift = 0.5 * px if conv == "mosflm" else 0.0
-        Fbeam, Sbeam, pivot = Ybeam + shift, Xbeam + shift, "beam"
-    else:  # xds, dials, custom
-        Xbeam = Xclose if math.isnan(Xbeam) else Xbeam
-        Ybeam = Yclose if math.isnan(Ybeam) else Ybeam
-        Fbeam, Sbeam = Xbeam, Ybeam
-        if conv == "custom":
-            Fclose, Sclose = Xbeam, Ybeam
-        else:
-            pivot = "sample"
+         st.spindle) = det_mod.convention_vectors(conv)
+    pivot = det_mod.CONVENTION_PIVOT.get(conv, st.pivot)
+    X0, Y0 = det_mod.default_beam_center(conv, st.detsize_f, st.detsize_s, px, (Xclose, Yclose))
+    Xbeam = X0 if math.isnan(st.Xbeam) else st.Xbeam
+    Ybeam = Y0 if math.isnan(st.Ybeam) else st.Ybeam
+    Fbeam, Sbeam = det_mod.beam_pivot_point(conv, (Xbeam, Ybeam), st.detsize_s, px)
+    close_point = (Fclose, Sclose)
+    if conv == "custom":
+        Fclose, Sclose = Xbeam, Ybeam
 
     beam_v = _unit(st.beam_vector)
     fdet0, sdet0 = _unit(st.fdet), _unit(st.sdet)
@@ -613,11 +680,10 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
     ratio = float(np.dot(beam_v, geometry.rotate_xyz(odet0, np.array(st.rot))))
     if abs(ratio) < 1e-9:   # cos(90 deg) is 6e-17, not 0: treat edge-on as parallel
         raise InputError("detector is parallel to the beam (-distance/-detector_rot*/vectors)")
-    close = abs(ratio * st.distance) if math.isnan(st.close_distance) else st.close_distance
-    distance = close / ratio
+    distance, close = det_mod.detector_distance(
+        beam_v, odet0, np.array(st.rot), st.distance, None if math.isnan(st.close_distance) else st.close_distance)
     center = (Fbeam, Sbeam) if pivot == "beam" else (Fclose, Sclose)
     dist_param = distance if pivot == "beam" else close
-    from .. import detector as det_mod
     frame = det_mod.place_detector(fdet0, sdet0, odet0, beam_v, np.array(st.rot), tt_axis,
                                    st.twotheta, pivot, np.array(center), dist_param, st.pix0)
     final_close = float(frame["close_distance"])
@@ -659,13 +725,14 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         if not np.all(np.isfinite(recip)):
             raise InputError("-cell: these angles give no valid reciprocal cell")
         lengths = cell[:3] * 1e-10
+    mat_A = None
     if st.matfile is not None:
-        matrix = io.read_mat(os.path.join(cwd, st.matfile))       # dimensionless: a* x lambda, ...
+        mat_A = io.read_mat(os.path.join(cwd, st.matfile))       # dimensionless: a* x lambda, ...
         with np.errstate(all="ignore"):
-            recip = matrix / st.lambda0
+            recip = mat_A / st.lambda0
         if not np.all(np.isfinite(recip)):
-            rough = st.lambda0 * 1e10 / np.max(np.abs(matrix))   # A, to the order of magnitude
-            raise InputError(f"-mat: matrix elements up to {np.max(np.abs(matrix)):.3g} give cell edges near "
+            rough = st.lambda0 * 1e10 / np.max(np.abs(mat_A))   # A, to the order of magnitude
+            raise InputError(f"-mat: matrix elements up to {np.max(np.abs(mat_A)):.3g} give cell edges near "
                              f"{rough:.1g} A, outside 1e-5 .. 1e10 A")
     misset = (0.0, 0.0, 0.0)
     misset_info = None
@@ -674,10 +741,8 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         misset_info = tuple(m * RTD for m in misset)
     elif st.misset is not None:
         misset = st.misset
-    if any(misset):
-        recip = geometry.rotate_xyz(recip, np.array(misset))
     with np.errstate(all="ignore"):
-        lattice = crystal.lattice_from_reciprocal(recip, lengths)
+        lattice = crystal.oriented_lattice(recip, np.array(misset, float), lengths)
         edges = np.linalg.norm(lattice, axis=1) * 1e10       # A
     which = '-mat' if st.matfile is not None and st.cell is None else '-cell'
     if st.cell is None and np.all(np.isfinite(edges)) and not (1e-5 <= edges.min() and edges.max() <= 1e10):
@@ -840,4 +905,106 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
                    trace_pixel=st.trace_pixel, noise=st.noise, write_pgm=st.write_pgm,
                    intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed,
                    noise_jax=st.noise_jax, max_memory=st.max_memory)
-    return Setup(cfg, params, info, dict(st.outputs), options, warnings)
+    model = dict(cell=cell if st.cell is not None else None, mat_A=mat_A, misset=misset, ncells=(Na, Nb, Nc),
+                 spread=spread, domains=domains, grid=grid, interpolate=bool(interpolate),
+                 div=(hdivrange, vdivrange), divstep=(hdivstep, vdivstep), divsteps=(hdivsteps, vdivsteps),
+                 dispersion=dispersion, dispstep=dispstep, dispsteps=dispsteps,
+                 sources=(source_dirs, source_lambda) if st.sourcefile is not None else None,
+                 beam=beam_v, polar=polar_v, spindle=spindle, fpixels=fpixels, spixels=spixels, pixel=px,
+                 convention=conv, pivot=pivot, beam_center=(Xbeam, Ybeam), close_point=close_point,
+                 fdet=fdet0, sdet=sdet0, odet=odet0, twotheta_axis=tt_axis, thick=thick, thickstep=thickstep,
+                 thicksteps=thicksteps, mu=max(mu, 0.0), roi=roi, mask=mask_data, phi0=phi0, phistep=phistep,
+                 phisteps=phisteps, oversample=oversample)
+    setup = Setup(cfg, params, info, dict(st.outputs), options, warnings)
+    setup.experiment = _experiment(st, model)
+    return setup
+
+
+def _experiment(st: _State, m: Dict[str, Any]):
+    """The :class:`jaxbragg.Experiment` of a resolved command line: the stored (SI) fields set directly to
+    the values the reference's rules produced, so that its lowering gives the command line's inputs."""
+    from ..experiment import Beam, Crystal, Detector, Experiment, Panel, Scan, mosaic_draws
+    f64 = lambda x: np.asarray(x, np.float64)
+    cell, grid = m["cell"], m["grid"]
+    seed = -int(st.mosaic_seed)
+    axes, unit = mosaic_draws(float(m["spread"]), m["domains"], seed)
+    xtal = Crystal._si(
+        cell_lengths=None if cell is None else f64(cell[:3] * 1e-10), cell_angles=None if cell is None else f64(cell[3:]),
+        A=None if m["mat_A"] is None else f64(m["mat_A"]), misset=f64(m["misset"]), rotvec=np.zeros(3),
+        ncells=f64(m["ncells"]), fudge=f64(st.fudge), default_F=f64(st.default_F), mosaic_spread=f64(m["spread"]),
+        mosaic_axes=axes, mosaic_unit_angles=unit, F=None if grid is None else f64(grid.F), shape=st.shape,
+        mosaic_domains=m["domains"], mosaic_seed=seed,
+        hkl_origin=None if grid is None else (grid.hmin, grid.kmin, grid.lmin),
+        interpolate=m["interpolate"] and grid is not None, cell_rule="reference")
+    sources = m["sources"]
+    beam = Beam._si(
+        wavelength=f64(st.lambda0), fluence=f64(st.fluence), kahn=f64(st.polarization),
+        dispersion=f64(m["dispersion"]), dispstep=f64(m["dispstep"]),
+        source_vectors=None if sources is None else f64(sources[0]),
+        source_wavelengths=None if sources is None else f64(sources[1]), polarized=not st.nopolar,
+        divergence=tuple(float(x) for x in m["div"]), divstep=tuple(float(x) for x in m["divstep"]),
+        divsteps=tuple(int(x) for x in m["divsteps"]), dispsteps=int(m["dispsteps"]), round_div=bool(st.round_div),
+        direction=tuple(float(x) for x in m["beam"]), polar_vector=tuple(float(x) for x in m["polar"]),
+        source_weights=None, weights_count=False)
+    px, ns = m["pixel"], m["spixels"]
+    X, Y = m["beam_center"]
+    if m["convention"] == "adxv":       # the model measures Y from px * spixels, the flags from -detsize_s
+        Y = Y + (px * ns - st.detsize_s)
+    is_close = not math.isnan(st.close_distance)
+    panel = Panel._si(
+        pixel_size=f64(px), distance=f64(st.close_distance if is_close else st.distance),
+        beam_center=f64((X, Y)), close_center=f64(m["close_point"]), rotations=f64(st.rot),
+        twotheta=f64(st.twotheta), fdet=f64(m["fdet"]), sdet=f64(m["sdet"]), odet=f64(m["odet"]),
+        twotheta_axis=f64(m["twotheta_axis"]), pix0=None if st.pix0 is None else f64(st.pix0),
+        thickstep=f64(m["thickstep"]), mu=f64(m["mu"]),
+        mask=None if m["mask"] is None else f64(m["mask"] != 0), fpixels=m["fpixels"], spixels=ns,
+        convention=m["convention"], pivot=m["pivot"], distance_is_close=is_close, curved=bool(st.curved),
+        point_pixel=bool(st.point_pixel), thicksteps=int(m["thicksteps"]), thick_sensor=bool(m["thick"] > 0.0),
+        roi=m["roi"])
+    scan = Scan._si(phi0=f64(m["phi0"]), phistep=f64(m["phistep"]), spindle=f64(m["spindle"]),
+                    phisteps=int(m["phisteps"]), carryover=bool(st.phi_carryover))
+    return Experiment._si(
+        crystal=xtal, beam=beam, detector=Detector._si(panels=(panel,)), scan=scan, water=f64(st.water),
+        dmin=f64(st.dmin), oversample=int(m["oversample"]), oversample_thick=bool(st.os_thick),
+        oversample_polar=bool(st.os_polar), oversample_omega=bool(st.os_omega), has_water=st.water != 0.0)
+
+
+@dataclasses.dataclass
+class Run:
+    """What a command line asks besides the experiment: the output files and how to compute.
+
+    Attributes:
+      outputs: output kind (``float``, ``int``, ``pgm``, ``noise``, ``png``) -> path given, if any.
+      options: progress, printout, trace pixel, noise/PGM switches and scales, ADC offset, noise seed, ...
+      execution: :class:`jaxbragg.Execution` (``-tile``, ``-float32``).
+    """
+    outputs: Dict[str, Optional[str]]
+    options: Dict[str, Any]
+    execution: Any
+
+
+@dataclasses.dataclass
+class Translation:
+    """A command line translated: the experiment, the run options, and the kernel inputs of the
+    command line's own float64 set-up (:class:`Setup`, what the CLI renders)."""
+    experiment: Any
+    run: Run
+    setup: Setup
+    parsed: List[Tuple[str, tuple]] = dataclasses.field(default_factory=list)
+
+
+def translate(argv: List[str], cwd: str = ".") -> Translation:
+    """Translate a ``jaxbragg`` command line (a list of tokens) with the reference's rules.
+
+    Raises:
+      InputError: one line naming the flag or file, as for :func:`resolve`.
+    """
+    from ..experiment import Execution
+    from .flags import parse
+    parsed = parse(list(argv))
+    setup = resolve(parsed, cwd)
+    cfg = setup.config
+    run = Run(outputs=dict(setup.outputs), options=dict(setup.options),
+              execution=Execution(tile_pixels=cfg.tile_pixels, sample_budget=cfg.sample_budget,
+                                  precision=cfg.precision))
+    return Translation(setup.experiment, run, setup, parsed)
