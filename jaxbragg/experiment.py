@@ -243,6 +243,10 @@ class Crystal(_Node):
             if not np.all((c[3:] > 0) & (c[3:] < 180)):
                 raise ValueError(f"Crystal.cell: angles must lie between 0 and 180 deg, got {tuple(c[3:])}")
             angles = c[3:] / RTD
+            from .validate import cell_angles_problem
+            impossible = cell_angles_problem(angles)
+            if impossible:
+                raise ValueError(f"Crystal.cell: {impossible}")
             if not float(crystal_mod.cell_volume(np.concatenate([[1.0, 1.0, 1.0], angles]))) > 1e-6:
                 raise ValueError(f"Crystal.cell: the angles {tuple(c[3:])} deg give a zero cell volume")
             lengths = c[:3] * 1e-10

@@ -171,8 +171,6 @@ def _check_placement(config, leaves) -> None:
     if uses_ratio and abs(ratio) < PARALLEL_TOLERANCE:
         raise PhysicsError("odet", "the detector is parallel to the beam (beam . rotated odet = 0), so the "
                                    "distance along the beam is undefined")
-    if config.curved:
-        return
     axis = leaves["twotheta_axis"]
     tt = float(leaves["twotheta"])
     if tt != 0.0 and not float(np.linalg.norm(axis)) > 0:
@@ -181,10 +179,33 @@ def _check_placement(config, leaves) -> None:
         _unit(leaves["fdet"]), _unit(leaves["sdet"]), odet, beam, leaves["detector_rotations"],
         _unit(axis) if float(np.linalg.norm(axis)) > 0 else axis, tt, config.pivot, leaves["beam_center"],
         leaves["distance"], leaves.get("pix0") if config.explicit_pix0 else None)
+    problem = placement_problem(frame, beam, float(leaves["distance"]), config.curved)
+    if problem:
+        raise PhysicsError("twotheta" if tt != 0.0 else "detector_rotations", problem)
+    if config.curved:
+        return
     close = float(frame["close_distance"])
     if not (math.isfinite(close) and close > 0):
         raise PhysicsError("distance", f"the detector plane passes through or behind the sample "
                                        f"(close distance {close:g} m)")
+
+
+def placement_problem(frame, beam, distance: float, curved: bool) -> Optional[str]:
+    """Why a placed detector (``frame`` of :func:`jaxbragg.detector.place_detector`, after two-theta and
+    every rotation) lies along the beam, or None: its plane through the sample (close distance within
+    ``PARALLEL_TOLERANCE`` of the requested ``distance``), or a flat plane parallel to the beam (|cos| of
+    beam and normal below ``PARALLEL_TOLERANCE``). Relative tolerances: cos(90 deg) is 6e-17 and
+    89.9999999999 deg leaves 1e-13 m, not an exact zero. A curved detector (a sphere about the sample)
+    may face any way."""
+    close = float(frame["close_distance"])
+    if distance != 0.0 and abs(close) <= PARALLEL_TOLERANCE * abs(distance):
+        return f"the detector plane passes through the sample (close distance {close:.3g} m)"
+    odet = np.asarray(frame["odet"], float)
+    b = np.asarray(beam, float)
+    cos = float(np.dot(b, odet) / (np.linalg.norm(b) * np.linalg.norm(odet)))
+    if not curved and abs(cos) < PARALLEL_TOLERANCE:
+        return "the detector is edge-on to the beam (its plane is parallel to the beam direction)"
+    return None
 
 
 def cell_angles_problem(angles) -> Optional[str]:

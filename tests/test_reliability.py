@@ -444,3 +444,20 @@ def test_matrix_with_huge_entries_is_not_called_singular(cwd):
     # a genuinely singular matrix of ordinary size is still reported as singular
     (cwd / "flat.mat").write_text("0.02 0 0\n0.04 0 0\n0 0 0.01\n")
     refused(base + ["-mat", "flat.mat"], "flat.mat", "singular")
+
+
+def test_the_python_model_applies_the_same_geometry_rules():
+    """The edge-on and impossible-cell rules are the library's (jaxbragg.validate), not only the CLI's."""
+    import jaxbragg as jb
+    with pytest.raises(ValueError, match="cannot form a cell"):
+        jb.Crystal(cell=(50, 60, 70, 170, 170, 170), default_F=100.0)
+    crystal = jb.Crystal(cell=(50, 60, 70, 90, 95, 100), N=3, default_F=100.0)
+    for twotheta, words in ((90.0, "passes through the sample"), (89.9999999999, "passes through the sample")):
+        exp = jb.Experiment(crystal=crystal, beam=jb.Beam(wavelength=1.0),
+                            detector=jb.Detector(pixels=8, pixel_size=0.4, distance=100.0, twotheta=twotheta))
+        with pytest.raises(ValueError, match=words) as e:
+            exp.lower()
+        assert "Detector.twotheta" in str(e.value)
+    exp = jb.Experiment(crystal=crystal, beam=jb.Beam(wavelength=1.0),
+                        detector=jb.Detector(pixels=8, pixel_size=0.4, distance=100.0, twotheta=60.0))
+    exp.lower()

@@ -172,23 +172,14 @@ def _check_not_edge_on(st: "_State", frame, beam_v, distance: float) -> None:
     """The placed detector (after -twotheta and every rotation) may not lie along the beam: a plane
     parallel to the beam, or one through the sample, makes the C divide by a rounding leftover.
 
-    The tolerance is relative (|cos| of the angle between beam and detector normal, and the close
-    distance over the requested distance, below ``validate.PARALLEL_TOLERANCE``), so the 6e-17 of
-    cos(90 deg) and the 1e-13 m left by 89.9999999999 deg are caught, not only an exact zero. A curved
-    detector (a sphere about the sample) may face any way, but not from a plane through the sample."""
-    from ..validate import PARALLEL_TOLERANCE
+    The rule is :func:`jaxbragg.validate.placement_problem` (also applied to a Python experiment); here it
+    runs as soon as the detector is placed, so the message names the flags."""
     named = [f for f, on in (("-twotheta", st.twotheta != 0.0),
                              ("-detector_rotx/-detector_roty/-detector_rotz", any(r != 0.0 for r in st.rot)),
                              ("-pix0_vector", st.pix0 is not None)) if on] or ["-fdet_vector/-sdet_vector/-odet_vector"]
-    close = float(frame["close_distance"])
-    if distance != 0.0 and abs(close) <= PARALLEL_TOLERANCE * abs(distance):   # (a zero -distance: below)
-        raise InputError(f"{' and '.join(named)}: the detector plane passes through the sample "
-                         f"(close distance {close:.3g} m)")
-    odet = np.asarray(frame["odet"], float)
-    cos = float(np.dot(beam_v, odet) / (np.linalg.norm(beam_v) * np.linalg.norm(odet)))
-    if abs(cos) < PARALLEL_TOLERANCE and not st.curved:
-        raise InputError(f"{' and '.join(named)}: the detector is edge-on to the beam (its plane is parallel "
-                         f"to the beam direction)")
+    problem = validate.placement_problem(frame, beam_v, distance, st.curved)
+    if problem:
+        raise InputError(f"{' and '.join(named)}: {problem}")
 
 
 def _apply_header(st: _State, path: str, is_mask: bool, cwd: str = "."):
