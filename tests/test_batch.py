@@ -1,7 +1,7 @@
 """jaxbragg.batch: stacks, batched rendering against a loop of ``simulate``, sharding over devices.
 
 Batched and sharded images are compared with ``rtol = 1e-12``: every image goes through the same
-per-pixel code and fixed summation order as ``simulate`` (see ``simulate._tree_sum``), so on CPU they
+per-pixel code and fixed summation order as ``simulate`` (see ``kernel.tree_sum``), so on CPU they
 agree to the last bit; the tolerance only leaves XLA room to contract a multiply-add differently.
 
 The multi-device cases need ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before JAX starts, so

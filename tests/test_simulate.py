@@ -75,7 +75,7 @@ def test_float32_sample_stage_close_to_float64(n):
 ])
 def test_float32_index_split_on_shapes_and_lookups(case, extra):
     """With several sample points per pixel float32 renders form the Miller indices as a float64
-    integer part plus a float32 remainder (simulate._mixed_indices). Non-square shapes reduce that
+    integer part plus a float32 remainder (kernel._mixed_indices). Non-square shapes reduce that
     remainder again, and the F lookups read the float64 index rebuilt from it; both must agree with the
     float64 render. (The golden command lines themselves have one sample point per pixel and take the
     direct path.)"""
