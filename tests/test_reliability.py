@@ -273,7 +273,7 @@ def test_float_mask_and_unknown_types(cwd):
 # ------------------------------------------------------------------------------------------------
 
 LONG = ["-cell", "50", "60", "70", "90", "95", "100", "-default_F", "100", "-N", "6", "-lambda", "1",
-        "-distance", "80", "-detpixels", "160", "-pixel", "0.1", "-oversample", "4", "-phisteps", "4",
+        "-distance", "80", "-detpixels", "256", "-pixel", "0.1", "-oversample", "6", "-phisteps", "4",
         "-osc", "1", "-mosaic", "0.3", "-mosaic_domains", "4", "-noprogress"]
 
 
@@ -293,7 +293,8 @@ PROGRAMS = {
 
 def _command(prog, d):
     if prog == "jaxbragg":
-        return PROGRAMS[prog] + LONG + ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img"]
+        return PROGRAMS[prog] + LONG + ["-floatfile", "f.bin", "-intfile", "i.img", "-noisefile", "n.img",
+                                        "-nopgm"]
     return PROGRAMS[prog] + ["rotation", "--frames", "6", "--osc", "1", "--prefix", "r", "--batch", "1",
                              "--"] + LONG[:-8] + ["-noprogress"]
 
