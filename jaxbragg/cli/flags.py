@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 from ..io._common import parse_number
@@ -125,64 +125,110 @@ def _take(argv: List[str], i: int, flag: str, n: int) -> List[str]:
     return vals
 
 
-def parse(argv: List[str]) -> List[Tuple[str, tuple]]:
-    """Split ``argv`` into ``[(flag, values), ...]`` in command-line order."""
-    out: List[Tuple[str, tuple]] = []
+def unknown_flag(flag: str, names, note: str = "") -> InputError:
+    """The one-line error for a token that is no flag of the program (with the closest name)."""
+    close = difflib.get_close_matches(flag, sorted(names), n=1, cutoff=0.6)
+    if note:
+        hint = f" (did you mean {close[0]}? {note})" if close else f" ({note})"
+    else:
+        hint = f" (did you mean {close[0]}?)" if close else ""
+    return InputError(f"unknown flag {flag!r}{hint}")
+
+
+def take_values(argv: List[str], i: int, flag: str, kind: str, names) -> Tuple[tuple, int]:
+    """The values of the flag ``argv[i]`` of a plain kind and how many tokens they use.
+
+    Kinds: ``""`` none, ``"f"``/``"i"`` a number/integer, ``"s"`` a string (not a flag name of ``names``,
+    not empty), ``"Nf"``/``"Ni"`` N numbers/integers. Raises InputError naming the flag."""
+    if kind == "":
+        return (), 0
+    if kind in ("f", "i"):
+        (tok,) = _take(argv, i, flag, 1)
+        return (_number(flag, tok, kind == "i"),), 1
+    if kind == "s":
+        if i + 1 >= len(argv) or argv[i + 1] in names:
+            raise InputError(f"{flag}: expected a value")
+        if argv[i + 1] == "":
+            raise InputError(f"{flag}: the value is an empty string")
+        return (argv[i + 1],), 1
+    if len(kind) == 2 and kind[0].isdigit() and kind[1] in "fi":
+        n = int(kind[0])
+        toks = _take(argv, i, flag, n)
+        return tuple(_number(flag, t, kind[1] == "i") for t in toks), n
+    raise AssertionError(kind)  # pragma: no cover - table typo guard
+
+
+def walk(argv: List[str], lookup: Callable[[str], Optional[str]], names, on_unknown: Callable,
+         special: Optional[Dict[str, Callable]] = None) -> List[Tuple[str, str, tuple]]:
+    """The one command-line walk every program shares: ``[(flag, kind, values), ...]`` in order.
+
+    Args:
+      lookup: flag -> kind code (None: not a flag of the program).
+      names: every flag name (a string value may not be one).
+      on_unknown: ``on_unknown(token, parsed_so_far)`` -> the InputError for a token that is no flag.
+      special: program-specific kinds: ``kind -> handler(argv, i, flag) -> (values, used)``; values None
+        drops the flag (e.g. a flag the reference ignores in that position).
+    """
+    out: List[Tuple[str, str, tuple]] = []
     i = 0
     while i < len(argv):
         flag = argv[i]
-        kind = _TABLE.get(ALIASES.get(flag, flag))
+        kind = lookup(flag)
         if kind is None:
-            if flag in IGNORED_BY_REFERENCE:
-                meant = IGNORED_BY_REFERENCE[flag]
-                raise InputError(f"unknown flag {flag!r} (nanoBragg ignores it without a word"
-                                 + (f"; did you mean {meant}?)" if meant else "; it has no effect there)"))
-            if flag.startswith("-") and not _is_number(flag):
-                close = difflib.get_close_matches(flag, sorted(FLAGS), n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]}? " if close else ""
-                raise InputError(f"unknown flag {flag!r} ({hint}jaxbragg -h lists every flag)")
-            if out:
-                prev = out[-1][0]
-                n = len(out[-1][1])
-                takes = "takes no value" if _TABLE[prev] == "" else f"takes {n} value{'s' if n != 1 else ''}"
-                raise InputError(f"unexpected argument {flag!r} after {prev} ({prev} {takes})")
-            raise InputError(f"unexpected argument {flag!r} (values must follow a flag)")
-        if kind == "":
-            vals: tuple = ()
-            used = 0
-        elif kind in ("f", "i"):
-            (tok,) = _take(argv, i, flag, 1)
-            vals, used = (_number(flag, tok, kind == "i"),), 1
-        elif kind == "s":
-            if i + 1 >= len(argv) or argv[i + 1] in FLAGS:
-                raise InputError(f"{flag}: expected a value")
-            if argv[i + 1] == "":
-                raise InputError(f"{flag}: the value is an empty string")
-            vals, used = (argv[i + 1],), 1
-        elif kind in ("3f", "4i", "2i"):
-            n = int(kind[0])
-            toks = _take(argv, i, flag, n)
-            vals, used = tuple(_number(flag, t, kind[1] == "i") for t in toks), n
-        elif kind == "cell":
-            toks = []
-            while len(toks) < 6 and i + 1 + len(toks) < len(argv) and _parses(argv[i + 1 + len(toks)]) \
-                    and not argv[i + 1 + len(toks)].startswith("-"):
-                toks.append(argv[i + 1 + len(toks)])
-            if not toks:
-                raise InputError(f"{flag}: expected a b c [alpha beta gamma]")
-            vals, used = tuple(_number(flag, t, False) for t in toks), len(toks)
-        elif kind == "misset":
-            if i + 1 < len(argv) and argv[i + 1].startswith("rand"):
-                vals, used = ("random",), 1
-            else:
-                toks = _take(argv, i, flag, 3)
-                vals, used = tuple(_number(flag, t, False) for t in toks), 3
-        elif kind == "abs":
-            (tok,) = _take(argv, i, flag, 1)
-            vals = ("inf",) if tok.startswith("inf") else (_number(flag, tok, False),)
-            used = 1
-        else:  # pragma: no cover - table typo guard
-            raise AssertionError(kind)
-        out.append((ALIASES.get(flag, flag), vals))
+            raise on_unknown(flag, out)
+        handler = (special or {}).get(kind)
+        vals, used = handler(argv, i, flag) if handler else take_values(argv, i, flag, kind, names)
+        if vals is not None:
+            out.append((flag, kind, vals))
         i += 1 + used
     return out
+
+
+def unexpected_value(flag: str, out) -> InputError:
+    """A number (or other non-flag token) where a flag should stand."""
+    return InputError(f"unexpected argument {flag!r}"
+                      + (f" after {out[-1][0]}" if out else " (values must follow a flag)"))
+
+
+def _nanobragg_unknown(flag: str, out) -> InputError:
+    if flag in IGNORED_BY_REFERENCE:
+        meant = IGNORED_BY_REFERENCE[flag]
+        return InputError(f"unknown flag {flag!r} (nanoBragg ignores it without a word"
+                          + (f"; did you mean {meant}?)" if meant else "; it has no effect there)"))
+    if flag.startswith("-") and not _is_number(flag):
+        return unknown_flag(flag, FLAGS, "jaxbragg -h lists every flag")
+    if out:
+        prev = out[-1][0]
+        n = len(out[-1][2])
+        takes = "takes no value" if _TABLE[prev] == "" else f"takes {n} value{'s' if n != 1 else ''}"
+        return InputError(f"unexpected argument {flag!r} after {prev} ({prev} {takes})")
+    return InputError(f"unexpected argument {flag!r} (values must follow a flag)")
+
+
+def _cell_values(argv, i, flag):
+    toks = []
+    while len(toks) < 6 and i + 1 + len(toks) < len(argv) and _parses(argv[i + 1 + len(toks)]) \
+            and not argv[i + 1 + len(toks)].startswith("-"):
+        toks.append(argv[i + 1 + len(toks)])
+    if not toks:
+        raise InputError(f"{flag}: expected a b c [alpha beta gamma]")
+    return tuple(_number(flag, t, False) for t in toks), len(toks)
+
+
+def _misset_values(argv, i, flag):
+    if i + 1 < len(argv) and argv[i + 1].startswith("rand"):
+        return ("random",), 1
+    toks = _take(argv, i, flag, 3)
+    return tuple(_number(flag, t, False) for t in toks), 3
+
+
+def _abs_values(argv, i, flag):
+    (tok,) = _take(argv, i, flag, 1)
+    return (("inf",) if tok.startswith("inf") else (_number(flag, tok, False),)), 1
+
+
+def parse(argv: List[str]) -> List[Tuple[str, tuple]]:
+    """Split ``argv`` into ``[(flag, values), ...]`` in command-line order (aliases resolved)."""
+    parsed = walk(argv, lambda f: _TABLE.get(ALIASES.get(f, f)), FLAGS, _nanobragg_unknown,
+                  {"cell": _cell_values, "misset": _misset_values, "abs": _abs_values})
+    return [(ALIASES.get(flag, flag), vals) for flag, _, vals in parsed]

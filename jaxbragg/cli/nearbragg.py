@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import common
-from .flags import _number, _parses, _take
+from .flags import _number, _parses, unexpected_value, unknown_flag, walk
 
 PROG = "jaxbragg-nearbragg"
 RTD = 180.0 / 3.14159265358979          # the reference's PI
@@ -76,44 +76,19 @@ See specs/nearbragg.md for every flag, unit, default and deviation."""
 
 def parse(argv: List[str]):
     """``[(flag, values)]`` in order (the grammar of :mod:`jaxbragg.cli.flags`, nearBragg's table)."""
-    out = []
-    i = 0
-    while i < len(argv):
-        flag = argv[i]
-        kind = _TABLE.get(flag)
-        if kind is None:
-            if flag.startswith("-") and not _parses(flag):
-                import difflib
-                close = difflib.get_close_matches(flag, sorted(_TABLE), n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise InputError(f"unknown flag {flag!r}{hint}")
-            raise InputError(f"unexpected argument {flag!r}"
-                             + (f" after {out[-1][0]}" if out else " (values must follow a flag)"))
-        if kind == "":
-            vals, used = (), 0
-        elif kind in ("f", "i"):
-            (tok,) = _take(argv, i, flag, 1)
-            vals, used = (_number(flag, tok, kind == "i"),), 1
-        elif kind == "s":
-            if i + 1 >= len(argv) or argv[i + 1] in _TABLE:
-                raise InputError(f"{flag}: expected a value")
-            if argv[i + 1] == "":
-                raise InputError(f"{flag}: the value is an empty string")
-            vals, used = (argv[i + 1],), 1
-        elif kind == "src":
-            if i + 1 < len(argv) and argv[i + 1] == "far":
-                vals, used = ("far",), 1
-            else:
-                if i + 1 >= len(argv) or not _parses(argv[i + 1]):
-                    raise InputError(f"{flag}: expected a distance in mm or 'far'")
-                vals, used = (_number(flag, argv[i + 1], False),), 1
-        else:
-            n = int(kind[0])
-            toks = _take(argv, i, flag, n)
-            vals, used = tuple(_number(flag, t, kind[1] == "i") for t in toks), n
-        out.append((flag, vals))
-        i += 1 + used
-    return out
+    def source(argv, i, flag):
+        if i + 1 < len(argv) and argv[i + 1] == "far":
+            return ("far",), 1
+        if i + 1 >= len(argv) or not _parses(argv[i + 1]):
+            raise InputError(f"{flag}: expected a distance in mm or 'far'")
+        return (_number(flag, argv[i + 1], False),), 1
+
+    def unknown(flag, out):
+        if flag.startswith("-") and not _parses(flag):
+            return unknown_flag(flag, _TABLE)
+        return unexpected_value(flag, out)
+
+    return [(flag, vals) for flag, _, vals in walk(argv, _TABLE.get, _TABLE, unknown, {"src": source})]
 
 
 class Setup:

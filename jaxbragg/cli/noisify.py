@@ -12,7 +12,6 @@ the outputs are written all-or-nothing once everything is computed. No JAX is ne
 """
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 from ..errors import InputError
 from ..io._common import parse_number, read_bytes
 from . import common
+from .flags import _number, unknown_flag, walk
 
 PROG = "jaxbragg-noisify"
 R_E_SQR = 7.94079248018965e-30
@@ -87,59 +87,43 @@ DEFAULTS = dict(floatfile=None, header=None, intfile="intimage.img", pgmfile="im
                 gain=1.0, phi=0.0, osc=1.0, noprogress=False, progress=False)
 DEFAULTS["lambda"] = 1.0
 
-INT_MAX = 2 ** 31 - 1
 #: Runs of at least this many pixels report progress on stderr.
 PROGRESS_PIXELS = 1 << 19
 
 
-def _value(flag: str, kind: str, token: str):
-    v = parse_number(token)
-    if v is None:
-        raise InputError(f"{flag}: expected {'an integer' if kind == 'i' else 'a number'}, got {token!r}")
-    if not math.isfinite(v):
-        raise InputError(f"{flag}: value must be finite, got {token!r}")
-    if kind == "i":
-        if v != int(v):
-            raise InputError(f"{flag}: expected an integer, got {token!r}")
-        if abs(v) > INT_MAX:
-            raise InputError(f"{flag}: integer {token!r} is out of range (at most {INT_MAX} in magnitude)")
-        return int(v)
-    return v
-
-
 def parse(argv: List[str]) -> dict:
     """Options from ``argv`` (later flags win, as in the C); raises InputError naming the flag."""
+    def lookup(tok):
+        if tok in _FLAGS:
+            return _FLAGS[tok][0]
+        # the C takes any argument naming floatimage.bin as the input image
+        return "image" if not tok.startswith("-") and "floatimage.bin" in tok else None
+
+    def value(argv, i, flag):     # noisify takes any next token that is no flag name and not empty
+        if i + 1 >= len(argv) or argv[i + 1] in _FLAGS or argv[i + 1] == "":
+            raise InputError(f"{flag}: expected a value")
+        kind = _FLAGS[flag][0]
+        raw = argv[i + 1]
+        return (raw if kind == "s" else _number(flag, raw, kind == "i"),), 1
+
+    def unknown(tok, out):
+        if tok.startswith("-") and parse_number(tok) is None:
+            return unknown_flag(tok, _FLAGS)
+        return InputError(f"unexpected argument {tok!r} (values must follow a flag)")
+
     opts = dict(DEFAULTS)
     opts["_detpixels"] = []
     given = {}
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        spec = _FLAGS.get(tok)
-        if spec is None:
-            if not tok.startswith("-") and "floatimage.bin" in tok:
-                # the C takes any argument naming floatimage.bin as the input image
-                opts["floatfile"], given["floatfile"] = tok, tok
-                i += 1
-                continue
-            if tok.startswith("-") and parse_number(tok) is None:
-                close = difflib.get_close_matches(tok, sorted(_FLAGS), n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise InputError(f"unknown flag {tok!r}{hint}")
-            raise InputError(f"unexpected argument {tok!r} (values must follow a flag)")
-        kind, name = spec
-        if kind == "":
-            opts[name] = True
-            i += 1
+    special = {"image": lambda argv, i, tok: ((tok,), 0), "s": value, "f": value, "i": value}
+    for tok, kind, vals in walk(argv, lookup, _FLAGS, unknown, special):
+        if kind == "image":
+            opts["floatfile"], given["floatfile"] = tok, tok
             continue
-        if i + 1 >= len(argv) or argv[i + 1] in _FLAGS or argv[i + 1] == "":
-            raise InputError(f"{tok}: expected a value")
-        raw = argv[i + 1]
-        opts[name] = raw if kind == "s" else _value(tok, kind, raw)
+        name = _FLAGS[tok][1]
+        opts[name] = vals[0] if vals else True
         given[name] = tok
         if name.startswith("detpixels"):
             opts["_detpixels"].append((name, opts[name]))
-        i += 2
     opts["_given"] = given
     return opts
 

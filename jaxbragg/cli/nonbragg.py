@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import common
-from .flags import _number, _parses, _take
+from .flags import _parses, unexpected_value, unknown_flag, walk
 
 PROG = "jaxbragg-nonbragg"
 RTD = 180.0 / math.pi
@@ -139,45 +139,21 @@ def parse(argv: List[str]):
     Raises:
       InputError: an unknown flag, a missing value or a value of the wrong type (one line).
     """
-    import difflib
-    out, warnings = [], []
-    i = 0
-    while i < len(argv):
-        flag = argv[i]
-        entry = _TABLE.get(flag)
-        if entry is None:
-            if flag.startswith("-") and not _parses(flag):
-                close = difflib.get_close_matches(flag, sorted(FLAGS), n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise InputError(f"unknown flag {flag!r}{hint}")
-            raise InputError(f"unexpected argument {flag!r}"
-                             + (f" after {out[-1][0]}" if out else " (values must follow a flag)"))
-        kind, key = entry
-        used = 0
-        if kind == "":
-            vals: tuple = ()
-        elif kind == "curved":
-            vals = ()
-            if i + 1 >= len(argv):   # the reference tests argc > i+1 for this flag too
-                warnings.append("-curved_det as the last argument is ignored (as nonBragg.c does)")
-                i += 1
-                continue
-        elif kind in ("f", "i"):
-            (tok,) = _take(argv, i, flag, 1)
-            vals, used = (_number(flag, tok, kind == "i"),), 1
-        elif kind == "s":
-            if i + 1 >= len(argv) or argv[i + 1] in FLAGS:
-                raise InputError(f"{flag}: expected a value")
-            if argv[i + 1] == "":
-                raise InputError(f"{flag}: the value is an empty string")
-            vals, used = (argv[i + 1],), 1
-        else:
-            n = int(kind[0])
-            toks = _take(argv, i, flag, n)
-            vals, used = tuple(_number(flag, t, kind[1] == "i") for t in toks), n
-        out.append((flag, key, vals))
-        i += 1 + used
-    return out, warnings
+    warnings = []
+
+    def curved(argv, i, flag):
+        if i + 1 >= len(argv):   # the reference tests argc > i+1 for this flag too
+            warnings.append("-curved_det as the last argument is ignored (as nonBragg.c does)")
+            return None, 0
+        return (), 0
+
+    def unknown(flag, out):
+        if flag.startswith("-") and not _parses(flag):
+            return unknown_flag(flag, FLAGS)
+        return unexpected_value(flag, out)
+
+    parsed = walk(argv, lambda f: _TABLE[f][0] if f in _TABLE else None, FLAGS, unknown, {"curved": curved})
+    return [(flag, _TABLE[flag][1], vals) for flag, _, vals in parsed], warnings
 
 
 # ----------------------------------------------------------------------------------------------------
