@@ -170,6 +170,26 @@ def critical():
 _STREAM_ERRORS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EBADF}
 
 
+def program_main(prog: str, argv: List[str], usage: str, help_text: Callable[[], str],
+                 run: Callable[[], int], memory_hint: str) -> int:
+    """The shape every companion program's ``main`` shares: ``-h/-help/--help`` anywhere prints the help
+    (exit 0), ``--version`` the version, no arguments the usage on standard error (exit 2); anything else
+    runs ``run()`` under :func:`guarded`."""
+    def show(text):
+        print(text)
+        return 0
+
+    if any(a in ("-h", "-help", "--help") for a in argv):
+        return guarded(prog, lambda: show(help_text()), memory_hint)
+    if "--version" in argv:
+        from .. import __version__
+        return guarded(prog, lambda: show(f"{prog} {__version__}"), memory_hint)
+    if not argv:
+        print(usage, file=sys.stderr)
+        return 2
+    return guarded(prog, run, memory_hint)
+
+
 def guarded(prog: str, body: Callable[[], int], memory_hint: str) -> int:
     """Run ``body()`` under :class:`Signals` and turn each way it can end into an exit status.
 

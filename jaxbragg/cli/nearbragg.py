@@ -491,13 +491,7 @@ def _run(argv, out, err) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help", "-help") for a in argv):
-        print(USAGE)
-        return 0
-    if not argv:
-        print(USAGE, file=sys.stderr)
-        return 2
-    return common.guarded(PROG, lambda: run(argv), "use a smaller detector or -roi")
+    return common.program_main(PROG, argv, USAGE, lambda: USAGE, lambda: run(argv), "use a smaller detector or -roi")
 
 
 def entry() -> None:  # pragma: no cover - exercised by the installed console script

@@ -441,15 +441,7 @@ USAGE = (f"usage: {PROG} -floatfile floatimage.bin [-scale S] [-gain G] [-adc A]
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        try:
-            print(USAGE, file=sys.stderr if not argv else sys.stdout)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            common.silence_stdout()
-            return 141
-        return 2 if not argv else 0
-    return common.guarded(PROG, lambda: run(argv), "use a smaller image")
+    return common.program_main(PROG, argv, USAGE, lambda: USAGE, lambda: run(argv), "use a smaller image")
 
 
 def entry() -> None:  # pragma: no cover - exercised by the installed console script

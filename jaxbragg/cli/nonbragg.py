@@ -900,13 +900,7 @@ def _printout(setup: Setup, maps, image32, out):
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print(USAGE, file=sys.stderr)
-        return 2
-    if argv[0] in ("-h", "-help", "--help"):
-        print(help_text())
-        return 0
-    return common.guarded(PROG, lambda: run(argv), "use a smaller detector or ROI")
+    return common.program_main(PROG, argv, USAGE, help_text, lambda: run(argv), "use a smaller detector or ROI")
 
 
 def entry() -> None:  # pragma: no cover - exercised by the installed console script
