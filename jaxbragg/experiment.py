@@ -735,6 +735,14 @@ class Experiment(_Node):
         from .cli.resolve import translate
         return translate(list(argv), cwd).experiment
 
+    @classmethod
+    def from_expt(cls, path, index: int = 0, **kwargs) -> "Experiment":
+        """The experiment ``index`` of a DIALS experiment list (``.expt``); keyword arguments give what the
+        file lacks (``N``, ``default_F``, ``hkl``, ``fluence``, ...): see
+        :func:`jaxbragg.io.dials.experiment_from_expt` and docs/detectors.md."""
+        from .io.dials import experiment_from_expt
+        return experiment_from_expt(path, index, **kwargs)
+
     def vectors(self):
         """(beam, polar, spindle) [3] unit vectors in use (the convention's unless given)."""
         table = det_mod.convention_vectors(self.detector.panels[0].convention)

@@ -18,8 +18,10 @@ Modules:
     reflections: MTZ / structure-factor mmCIF amplitudes expanded to P1
         (optional gemmi dependency, imported only when such a file is read),
         and :func:`read_structure_factors`, the ``-hkl`` dispatcher.
+    dials: DIALS experiment lists (``.expt`` JSON) -> geometry (``-expt``).
 """
 
+from jaxbragg.io.dials import read_expt
 from jaxbragg.io.fdump import read_fdump, write_fdump
 from jaxbragg.io.floatfile import read_float, write_float
 from jaxbragg.io.hkl import HKLGrid, read_hkl
@@ -36,6 +38,7 @@ from jaxbragg.io.smv import UNTERMINATED, format_g, header_value, read_smv, writ
 from jaxbragg.io.sourcefile import SOURCE_COLUMNS, read_sourcefile
 
 __all__ = [
+    "read_expt",
     "HKLGrid",
     "read_hkl",
     "read_reflections",
