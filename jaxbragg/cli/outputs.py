@@ -17,12 +17,24 @@ RMS over rendered (unmasked) ROI pixels, the RMSD about that mean over every ROI
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, List, Tuple
 
 import numpy as np
 
 from .. import io, noise
 from ..io.smv import format_g as g
+
+def panel_path(path: str, k: int, n: int) -> str:
+    """The file of panel ``k`` of an ``n``-panel detector for an output named ``path``: ``NAME_pKK.EXT``
+    (two digits, more past 100 panels) for ``NAME.EXT``; ``path`` itself for one panel. The one naming
+    rule of every one-image output format."""
+    if n <= 1:
+        return path
+    head, tail = os.path.split(path)
+    root, ext = os.path.splitext(tail)
+    return os.path.join(head, f"{root}_p{k:0{max(2, len(str(n - 1)))}d}{ext}")
+
 
 DEFAULT_NAMES = {"float": "floatimage.bin", "int": "intimage.img", "pgm": "image.pgm",
                  "noise": "noiseimage.img"}

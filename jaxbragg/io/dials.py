@@ -253,7 +253,7 @@ class MosflmFrame:
     """An :class:`ExptModel` in nanoBragg's MOSFLM lab frame and units (mm, um, A, deg): what both the
     Python model (:func:`experiment_from_expt`) and the command line (``-expt``) are built from."""
     panels: List[Dict[str, Any]]        # pix0 [mm], fdet, sdet, odet, pixel [mm], pixels (f, s), thickness
-                                        # [um], attenuation [um] or "inf"
+                                        # [um] (0 without mu), attenuation [um] or None
     beam: np.ndarray                    # travel direction (source -> sample)
     polar_vector: np.ndarray
     kahn: float
@@ -273,9 +273,11 @@ def to_mosflm(m: ExptModel) -> MosflmFrame:
             raise InputError(f"{m.path}: detector.panels[{i}].pixel_size {p.pixel_size} mm: nanoBragg pixels are "
                              f"square")
         fdet, sdet = from_dials(p.fast), from_dials(p.slow)
+        absorbs = p.thickness > 0 and p.mu > 0      # mu = 0: no absorption model (the sensor is off)
         panels.append(dict(pix0=from_dials(p.origin), fdet=fdet, sdet=sdet, odet=np.cross(fdet, sdet),
-                           pixel=p.pixel_size[0], pixels=p.image_size, thickness=p.thickness * 1000.0,
-                           attenuation=("inf" if p.mu == 0 else 1000.0 / p.mu), material=p.material))
+                           pixel=p.pixel_size[0], pixels=p.image_size,
+                           thickness=p.thickness * 1000.0 if absorbs else 0.0,
+                           attenuation=1000.0 / p.mu if absorbs else None, material=p.material))
     beam = from_dials(-m.beam_direction)
     e = np.cross(beam, from_dials(m.polarization_normal))
     lattice = None
@@ -309,7 +311,7 @@ def experiment_from_expt(path, index: int = 0, *, N=1, default_F=0.0, hkl=None, 
     lam = fr.wavelength if wavelength is None else float(wavelength)
     panels = [Panel(p["pixels"], p["pixel"], convention="custom", fdet=p["fdet"], sdet=p["sdet"], odet=p["odet"],
                     pix0=p["pix0"], thickness=p["thickness"], thicksteps=thicksteps,
-                    attenuation=p["attenuation"] if p["thickness"] > 0 else None)
+                    attenuation=p["attenuation"])
               for p in fr.panels]
     domains = mosaic_domains if mosaic_domains is not None else (10 if fr.mosaic_spread > 0 else 1)
     crystal = Crystal(A=mosflm_matrix(fr.lattice, lam), N=N, default_F=default_F, hkl=hkl, hkl_origin=hkl_origin,
