@@ -239,6 +239,7 @@ def _apply_expt(st: _State, cwd: str, panel: int) -> None:
     st.fpixels, st.spixels = p["pixels"]
     if p["thickness"] > 0:
         st.det_thick, st.det_mu = p["thickness"] * 1e-6, 1.0 / (p["attenuation"] * 1e-6)
+        st.det_thicksteps, st.det_thickstep = 1, st.det_thick     # one layer, as Experiment.from_expt
     st.beam_vector, st.polar_vector, st.spindle = fr.beam, fr.polar_vector, fr.spindle
     st.polarization, st.lambda0 = fr.kahn, fr.wavelength * 1e-10
     st.phi0 = fr.phi / RTD
