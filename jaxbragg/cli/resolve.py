@@ -776,6 +776,8 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str, panel: int = 0) -> Setup
         lattice = crystal.oriented_lattice(recip, np.array(misset, float), lengths)
         edges = np.linalg.norm(lattice, axis=1) * 1e10       # A
     which = '-mat' if st.matfile is not None and st.cell is None else '-cell'
+    if st.cell is None and st.matfile is None:
+        which = f"{st.expt}: crystal.real_space_a/b/c"
     if st.cell is None and np.all(np.isfinite(edges)) and not (1e-5 <= edges.min() and edges.max() <= 1e10):
         raise InputError(f"{which}: the matrix gives cell edges of {edges[0]:.3g} {edges[1]:.3g} "
                          f"{edges[2]:.3g} A, outside 1e-5 .. 1e10 A (is the matrix in 1/A, times the "
