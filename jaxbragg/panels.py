@@ -75,6 +75,10 @@ def _render_groups(lowered) -> List[np.ndarray]:
     for k, (cfg, _) in enumerate(lowered):
         groups.setdefault(cfg, []).append(k)
     for cfg, members in groups.items():
+        if len(members) == 1:               # a panel of its own shape: the plain single-image render
+            from .simulate import simulate
+            images[members[0]] = simulate(*lowered[members[0]])
+            continue
         stacked = stack_params([lowered[k][1] for k in members])
         batch = render_batch(cfg, stacked, images_per_step=len(members))
         for i, k in enumerate(members):
@@ -84,11 +88,7 @@ def _render_groups(lowered) -> List[np.ndarray]:
 
 def simulate_panel_images(experiment, execution=None) -> Tuple:
     """Every panel's image [slow, fast] (a tuple, panels in order); see :func:`jaxbragg.simulate`."""
-    lowered = _lowered(experiment, execution)
-    if len(lowered) == 1:
-        from .simulate import simulate
-        return (simulate(*lowered[0]),)
-    return tuple(_render_groups(lowered))
+    return tuple(_render_groups(_lowered(experiment, execution)))
 
 
 def simulate_panels(experiment, execution=None):
@@ -101,4 +101,6 @@ def simulate_panels(experiment, execution=None):
         raise ValueError(f"simulate_panels: the {len(lowered)} panels differ in pixel counts or another static "
                          f"choice; jaxbragg.simulate returns their images as a tuple")
     cfg = lowered[0][0]
+    if len(lowered) == 1:
+        return _render_groups(lowered)[0][None]
     return render_batch(cfg, stack_params([p for _, p in lowered]), images_per_step=len(lowered))

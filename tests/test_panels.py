@@ -80,6 +80,20 @@ def test_two_panels_equal_two_single_panel_command_lines(two_panel, tmp_path, mo
         np.testing.assert_array_equal(stacked[k], np.asarray(images[k]))
 
 
+def test_panels_of_different_shapes_come_back_in_order(two_panel):
+    small = jb.Panel((10, 6), 0.1, convention="custom", fdet=FDET, sdet=SDET, odet=ODET, pix0=PIX0[0])
+    mixed = two_panel.replace(detector=jb.Detector.from_panels(two_panel.detector.panels[0], small,
+                                                               two_panel.detector.panels[1]))
+    images = jb.simulate(mixed)
+    assert [im.shape for im in images] == [(8, 12), (6, 10), (8, 12)]
+    ref = jb.simulate(two_panel)
+    # the small panel shares panel 0's corner and axes: its image is panel 0's top-left corner
+    np.testing.assert_allclose(np.asarray(images[1]), np.asarray(ref[0])[:6, :10], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(images[2]), np.asarray(ref[1]), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="differ"):
+        jb.simulate_panels(mixed)
+
+
 def test_whole_detector_shift_and_rotation_move_every_panel(two_panel):
     shift = np.array([0.5, -0.3, 0.2])            # mm
     moved = two_panel.replace(detector=jb.Detector.from_panels(*two_panel.detector.panels, shift=shift,
@@ -104,7 +118,7 @@ def test_grad_of_a_panel_origin_matches_finite_differences_and_the_shift_moves_e
 
     x0 = [jnp.asarray(p.pix0) for p in two_panel.detector.panels] + [jnp.zeros(3)]
     grads = [np.asarray(g) for g in jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*x0)]
-    value = jax.jit(loss)
+    value = loss          # un-jitted: reuses the compiled render of the fixture's configuration
     h = 2e-7      # m
     fd = np.array([(float(value(x0[0], x0[1].at[i].add(h), x0[2])) - float(value(x0[0], x0[1].at[i].add(-h), x0[2])))
                    / (2 * h) for i in range(3)])
@@ -161,7 +175,7 @@ def test_expt_hierarchy_is_flattened_and_converted():
         np.testing.assert_allclose(to_dials(f["origin"]) * 1000.0, p.origin, atol=1e-12)
         np.testing.assert_allclose(to_dials(f["fast"]), p.fast, atol=1e-15)
         np.testing.assert_allclose(to_dials(f["slow"]), p.slow, atol=1e-15)
-        assert f["pixels"] == (24, 16) and float(f["pixel_size"]) == 0.2e-3
+        assert f["pixels"] == (12, 8) and float(f["pixel_size"]) == 0.1e-3
     q = exp.detector.panels[0]
     assert float(q.thickstep) == pytest.approx(450e-6, rel=1e-14)      # 0.45 mm in one layer
     assert float(q.mu) == pytest.approx(3900.0, rel=1e-14)             # 3.9 / mm
@@ -173,16 +187,19 @@ def test_expt_hierarchy_is_flattened_and_converted():
 def test_expt_command_line_flags_override_the_file_and_panels_get_their_own_files(tmp_path, monkeypatch):
     shutil.copy(EXPT, tmp_path / "in.expt")
     argv = ["-expt", "in.expt", "-expt_index", "1", "-N", "3", "-default_F", "10", "-lambda", "1.1",
-            "-oversample", "1", "-floatfile", "img.bin", "-intfile", "img.img", "-pngfile", "img.png"]
+            "-detector_thick", "0", "-oversample", "1", "-floatfile", "img.bin", "-intfile", "img.img",
+            "-pngfile", "img.png"]
     assert cli(argv, tmp_path, monkeypatch) == 0
     for name in ("img_p00.bin", "img_p01.bin", "img_p00.img", "img_p01.img", "img_p00.png", "img_p01.png"):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / "img.bin").exists()
     exp = jb.Experiment.from_expt(EXPT, index=1, N=3, default_F=10.0, wavelength=1.1)
-    mine = jb.simulate_panels(exp)
+    assert exp.detector.panels[0].thick_sensor          # the file's sensor, switched off by the flag:
+    no_sensor = [p.replace(thick_sensor=False, thickstep=np.float64(0.0)) for p in exp.detector.panels]
+    mine = jb.simulate_panels(exp.replace(detector=jb.Detector.from_panels(*no_sensor)))
     assert float(mine.max()) > 0
     for k in range(2):
-        ref = np.fromfile(tmp_path / f"img_p{k:02d}.bin", "<f4").reshape(16, 24).astype(np.float64)
+        ref = np.fromfile(tmp_path / f"img_p{k:02d}.bin", "<f4").reshape(8, 12).astype(np.float64)
         np.testing.assert_allclose(np.asarray(mine[k]), ref, rtol=1e-6, atol=1e-6 * ref.max())
 
 
