@@ -29,7 +29,7 @@ import numpy as np
 from .. import beam as beam_mod
 from .. import crystal, geometry, io, resources, rng
 from .. import detector as det_mod
-from ..errors import InputError, PhysicsError
+from ..errors import InputError, PhysicsError, ResourceError
 from ..simulate import Params, SimConfig
 from .. import validate
 
@@ -521,7 +521,13 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         setup = _resolve(parsed, cwd)
         count = setup.info["expt_panels"]
         if count > 1:                   # -expt with several panels: the same rules, once per panel
-            setup.panel_setups = [setup] + [_resolve(parsed, cwd, k) for k in range(1, count)]
+            setup.panel_setups = [setup]
+            for k in range(1, count):
+                try:
+                    setup.panel_setups.append(_resolve(parsed, cwd, k))
+                except InputError as e:     # panel 0 passed: the problem is this panel's
+                    kind = ResourceError if isinstance(e, ResourceError) else InputError
+                    raise kind(f"panel {k} of -expt {setup.info['expt']}: {e}") from None
         return setup
 
 
@@ -933,7 +939,7 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str, panel: int = 0) -> Setup
         thick=thick, thicksteps=thicksteps, mu=mu, fluence=st.fluence, misset_random=misset_info,
         hkl=st.hkl, fdump_used=fdump_used, hkl_count=grid.count if grid is not None else 0,
         default_F=st.default_F, shape=st.shape, steps=cfg.steps, grid=grid, dumpfile=st.dumpfile,
-        float32=st.float32, demo=st.demo, expt_panels=st.expt_panels)
+        float32=st.float32, demo=st.demo, expt=st.expt, expt_panels=st.expt_panels)
     options = dict(progress=st.progress, printout=st.printout, printout_pixel=st.printout_pixel,
                    trace_pixel=st.trace_pixel, noise=st.noise, write_pgm=st.write_pgm,
                    intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed,
