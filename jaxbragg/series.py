@@ -40,7 +40,7 @@ from .errors import InputError
 RTD = 180.0 / math.pi
 PROG = "jaxbragg-series"
 _OUTPUT_FLAGS = ("-floatfile", "-floatimage", "-intfile", "-intimage", "-pgmfile", "-pgmimage",
-                 "-noisefile", "-noiseimage", "-pngfile")
+                 "-noisefile", "-noiseimage", "-pngfile", "-nexusfile", "-cbffile")
 #: Settings that change an image; a resumed run must agree on them (``--frames``/``--count`` may grow).
 _MANIFEST_KEYS = ("mode", "start_phi", "osc", "seed", "format", "first_number", "digits", "flags", "inputs")
 #: The most frames or shots one series may have (its file list and bookkeeping are built up front).

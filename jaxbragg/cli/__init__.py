@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import flags as flags_mod
-from . import common, stages
+from . import common, detector_files, stages
 from .resolve import resolve, translate  # noqa: F401  (resolve: public)
 
 RTD = 57.29577951308232
@@ -68,7 +68,7 @@ def _print_summary(setup, out):
 
 #: The flag that names each output (for messages).
 OUTPUT_FLAG = {"float": "-floatfile", "int": "-intfile", "pgm": "-pgmfile", "noise": "-noisefile",
-               "png": "-pngfile", "dump": "-dump"}
+               "png": "-pngfile", "dump": "-dump", "nexus": "-nexusfile", "cbf": "-cbffile"}
 
 
 #: The flags whose value names a file the run reads.
@@ -115,6 +115,8 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
         files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
     if setup.outputs.get("png"):
         files["png"] = setup.outputs["png"]
+    files.update({k: setup.outputs[k] for k in detector_files.FLAGS if setup.outputs.get(k)})
+    detector_files.check(files)         # -nexusfile/-cbffile: the extra installed, the path writable
     common.check_writable(list(files.values()))
     written = dict(files)
     if info["hkl"] is not None and info["grid"] is not None:
@@ -383,11 +385,14 @@ def _run(argv, out, err) -> int:
         generator = "jax.random.poisson" if opts["noise_jax"] else "the reference's generator"
         print(f"{photons:.0f} photons on noise image ({overloads} overloads; {generator})", file=out)
         blobs["noise"] = io.smv.smv_bytes(noisy, items)
+    if files.keys() & detector_files.FLAGS.keys():     # the noise counts when noise is on, else -intfile's
+        counts = noisy if "noise" in files else outmod.int_image(image32, scale, adc, active)
+        blobs.update(detector_files.blobs(files, setup.experiment, counts))
     writes = []
     if info["hkl"] is not None and info["grid"] is not None:
         # like the reference: cache the structure factors read from -hkl for runs without -hkl
         writes.append((info["dumpfile"], io.fdump.fdump_bytes(info["grid"]), True))
-    writes += [(files[key], blobs[key], False) for key in ("float", "int", "pgm", "png", "noise")
+    writes += [(files[key], blobs[key], False) for key in ("float", "int", "pgm", "png", "noise", "nexus", "cbf")
                if key in blobs]
     common.checkpoint()
     interrupted = common.write_outputs(writes, out)
