@@ -116,7 +116,7 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
     if setup.outputs.get("png"):
         files["png"] = setup.outputs["png"]
     files.update({k: setup.outputs[k] for k in detector_files.FLAGS if setup.outputs.get(k)})
-    detector_files.check(files)         # -nexusfile/-cbffile: the extra installed, the path writable
+    detector_files.check(files, setup.experiment)    # -nexusfile/-cbffile: extra installed, path writable
     common.check_writable(list(files.values()))
     written = dict(files)
     if info["hkl"] is not None and info["grid"] is not None:

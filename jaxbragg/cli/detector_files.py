@@ -17,33 +17,43 @@ from ..errors import InputError
 FLAGS = {"nexus": "-nexusfile", "cbf": "-cbffile"}
 
 
-def check(files: Dict[str, str]) -> None:
-    """Before any work: the optional packages each requested format needs are importable and its path
-    can be written (:func:`jaxbragg.io._common.check_output`).
+def check(files: Dict[str, str], experiment) -> None:
+    """Before any work: the optional packages each requested format needs are importable, its path can
+    be written (:func:`jaxbragg.io._common.check_output`) and its metadata can be built.
 
     Raises:
       InputError: one line naming the flag (``-nexusfile: writing NeXus files needs h5py ...``).
     """
-    from ..io import _common, cbf, nexus
-    for kind, module in (("nexus", nexus), ("cbf", cbf)):
+    from ..io import _common
+    for kind in FLAGS:
         if kind in files:
+            module = _module(kind)
             try:
                 module.require()
-            except ImportError as e:
-                raise InputError(f"{FLAGS[kind]}: {e}") from e
-            try:
                 _common.check_output(files[kind])
-            except InputError as e:
+                _metadata(kind, experiment)
+            except (ImportError, InputError, ValueError) as e:
                 raise InputError(f"{FLAGS[kind]}: {e}") from e
+
+
+def _module(kind):
+    from ..io import cbf, nexus
+    return nexus if kind == "nexus" else cbf
+
+
+def _metadata(kind, experiment):
+    from ..io import cbf, nexus
+    if kind == "nexus":
+        return nexus.setup_from_experiment(experiment)
+    return cbf.header_from_experiment(experiment)
 
 
 def blobs(files: Dict[str, str], experiment, counts) -> Dict[str, bytes]:
     """``{kind: bytes}`` of the requested detector files, for ``counts`` [slow, fast] (uint16)."""
+    from ..io import cbf, nexus
     out = {}
     if "nexus" in files:
-        from ..io import nexus
-        out["nexus"] = nexus.nexus_bytes(counts, nexus.setup_from_experiment(experiment))
+        out["nexus"] = nexus.nexus_bytes(counts, _metadata("nexus", experiment))
     if "cbf" in files:
-        from ..io import cbf
-        out["cbf"] = cbf.cbf_bytes(counts, cbf.header_from_experiment(experiment))
+        out["cbf"] = cbf.cbf_bytes(counts, _metadata("cbf", experiment))
     return out
