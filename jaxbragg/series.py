@@ -298,6 +298,8 @@ def run(argv: List[str], out=None, err=None) -> int:
     shape = (cfg.spixels, cfg.fpixels)
     sidecars = [os.path.splitext(name)[0] + ".json" for name in names] if opts.mode == "shots" else None
     if nxs is not None:
+        names = [nxs.master] * n          # the file a sidecar names: the master holds every frame
+    if nxs is not None:
         done = nxs.done()
     else:
         done = np.array([not opts.overwrite and _is_complete(name, opts.format, shape) for name in names])
