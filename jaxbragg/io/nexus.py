@@ -41,6 +41,7 @@ import datetime
 import io as _io
 import math
 import os
+import re
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -408,8 +409,8 @@ def data_bytes(images, frames: Sequence[int], series: str = "") -> bytes:
 def master_bytes(setup: NexusSetup, n: int, data_files: Sequence[Tuple[str, Sequence[int]]],
                  dtype="uint16") -> bytes:
     """The master file of ``n`` frames whose pixels are in ``data_files``: ``[(file name relative to the
-    master's directory, frame indices it holds)]``; a link ``/entry/data/data_NNNNNN`` to each (numbered
-    in list order) and the virtual ``/entry/data/data`` [n, slow, fast] of type ``dtype`` mapping each
+    master's directory, frame indices it holds)]``; a link ``/entry/data/data_NNNNNN`` to each (``NNNNNN``
+    the number in a name ``..._data_NNNNNN.h5``, else the position in the list, from 1) and the virtual ``/entry/data/data`` [n, slow, fast] of type ``dtype`` mapping each
     frame to its file (a frame in several files: the last one; frames in none read as 0)."""
     shape = (int(n),) + setup.data_shape()
 
@@ -417,7 +418,9 @@ def master_bytes(setup: NexusSetup, n: int, data_files: Sequence[Tuple[str, Sequ
         data = _metadata(f, setup, n)
         layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
         for j, (name, frames) in enumerate(data_files):
-            data[f"data_{j + 1:0{DATA_DIGITS}d}"] = h5py.ExternalLink(name, "/entry/data/data")
+            m = re.search(r"_data_(\d+)\.h5$", name)
+            number = int(m.group(1)) if m else j + 1
+            data[f"data_{number:0{DATA_DIGITS}d}"] = h5py.ExternalLink(name, "/entry/data/data")
             frames = list(frames)
             source = h5py.VirtualSource(name, "/entry/data/data", shape=(len(frames),) + shape[1:])
             for i, k in enumerate(frames):
