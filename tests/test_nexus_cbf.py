@@ -6,6 +6,7 @@ conversion is checked against vectors worked out by hand; the series against sin
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -256,3 +257,42 @@ def test_docs_example_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["file_formats_example.py", str(tmp_path)])
     runpy.run_path(str(ROOT / "docs" / "examples" / "file_formats_example.py"), run_name="__main__")
     assert (tmp_path / "example.h5").exists() and (tmp_path / "example.cbf").exists()
+
+
+def test_two_modules_of_one_detector(tmp_path):
+    """The module-list API: two modules given by hand (McStas frame) come back from nxmx with their own
+    corner, axes, pixel size and hyperslab of the one data array; per-panel names are ``_pNN``."""
+    import h5py
+    import hdf5plugin  # noqa: F401
+    import nxmx
+    from jaxbragg.io import naming, nexus
+    c = np.cos(np.radians(20.0))
+    s = np.sin(np.radians(20.0))
+    given = [nexus.Module(origin=(0.010, 0.020, 0.100), fast=(-1.0, 0.0, 0.0), slow=(0.0, -1.0, 0.0),
+                          pixel_size=1e-4, shape=(16, 24)),
+             nexus.Module(origin=(-0.030, 0.005, 0.110), fast=(-c, 0.0, s), slow=(0.0, -1.0, 0.0),
+                          pixel_size=(2e-4, 1.5e-4), shape=(8, 20))]
+    mods = nexus.stack_modules([dataclasses.replace(m, name=nexus.module_name(i, 2)) for i, m in enumerate(given)])
+    setup = nexus.NexusSetup(modules=mods, wavelength=1.1e-10, distance=0.1)
+    assert setup.data_shape() == (24, 24)
+    counts = np.arange(2 * 24 * 24, dtype=np.uint16).reshape(2, 24, 24)
+    (tmp_path / "m.h5").write_bytes(nexus.nexus_bytes(counts, setup))
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        det = nxmx.NXmx(f).entries[0].instruments[0].detectors[0]
+        by_name = {m.path.split("/")[-1]: m for m in det.modules}
+        assert sorted(by_name) == ["module_p00", "module_p01"]
+        for name, m, origin in (("module_p00", mods[0], given[0].origin), ("module_p01", mods[1], given[1].origin)):
+            got = by_name[name]
+            chain = nxmx.get_dependency_chain(got.fast_pixel_direction.depends_on)
+            np.testing.assert_allclose(nxmx.get_cumulative_transformation(chain)[0, :3, 3],
+                                       np.array(origin) * 1000, atol=1e-12)
+            np.testing.assert_allclose(got.fast_pixel_direction.vector, m.fast, atol=1e-15)
+            np.testing.assert_allclose(got.slow_pixel_direction.vector, m.slow, atol=1e-15)
+            assert got.fast_pixel_direction[()].to("mm").magnitude[0] == pytest.approx(m.pixel_sizes()[0] * 1e3)
+            assert got.slow_pixel_direction[()].to("mm").magnitude[0] == pytest.approx(m.pixel_sizes()[1] * 1e3)
+            assert tuple(got.data_size) == m.shape
+        assert tuple(by_name["module_p01"].data_origin) == (16, 0)
+        np.testing.assert_array_equal(f["/entry/data/data"][()], counts)
+    assert naming.panel_path("out/img.cbf", 1, 2) == "out/img_p01.cbf"
+    assert naming.panel_path("img.cbf", 0, 1) == "img.cbf"
+    assert nexus.module_name(0, 1) == "module"
