@@ -17,6 +17,8 @@ reference's ``-intfile`` (per-image scale ``55000 / max`` unless ``-scale``, ``-
 written atomically, so a file that exists is complete: a second run of the same command skips the files
 already there and renders the rest (resume after an interruption; ``--overwrite`` renders everything).
 A ``NAME.series.json`` manifest records the command; resuming with different settings is an error.
+``--format nexus`` writes Eiger-style ``NAME_data_000001.h5`` files (one per rendered group) and a
+``NAME_master.h5`` rewritten atomically after each (:mod:`jaxbragg.series_nexus`).
 
 Images are rendered in groups with :func:`jaxbragg.batch.render_sharded` on every device (``--pixel-split``
 shares each image between devices); with ``--distributed`` the run spans several processes or hosts
@@ -413,8 +415,8 @@ def _write_json(path, record):
     atomic_write(path, [_json_bytes(record)])
 
 
-USAGE = (f"usage: {PROG} rotation --frames N --osc DEG [--start-phi DEG] --prefix NAME [--format smv|float] "
-         f"-- FLAGS\n       {PROG} shots --count N [--seed S] --prefix NAME [--format smv|float] -- FLAGS\n"
+USAGE = (f"usage: {PROG} rotation --frames N --osc DEG [--start-phi DEG] --prefix NAME [--format smv|float|nexus] "
+         f"-- FLAGS\n       {PROG} shots --count N [--seed S] --prefix NAME [--format smv|float|nexus] -- FLAGS\n"
          f"FLAGS are jaxbragg's (nanoBragg's) flags; '{PROG} rotation -h' lists every option")
 
 
