@@ -409,9 +409,12 @@ def data_bytes(images, frames: Sequence[int], series: str = "") -> bytes:
 def master_bytes(setup: NexusSetup, n: int, data_files: Sequence[Tuple[str, Sequence[int]]],
                  dtype="uint16") -> bytes:
     """The master file of ``n`` frames whose pixels are in ``data_files``: ``[(file name relative to the
-    master's directory, frame indices it holds)]``; a link ``/entry/data/data_NNNNNN`` to each (``NNNNNN``
-    the number in a name ``..._data_NNNNNN.h5``, else the position in the list, from 1) and the virtual ``/entry/data/data`` [n, slow, fast] of type ``dtype`` mapping each
-    frame to its file (a frame in several files: the last one; frames in none read as 0)."""
+    master's directory, frame indices it holds)]``.
+
+    It holds a link ``/entry/data/data_NNNNNN`` to each file (``NNNNNN`` the number in a name
+    ``..._data_NNNNNN.h5``, else the position in the list, from 1) and the virtual ``/entry/data/data``
+    [n, slow, fast] of type ``dtype`` that maps each frame to its file (a frame in several files: the
+    last one; frames in none read as 0)."""
     shape = (int(n),) + setup.data_shape()
 
     def build(f, h5py):
