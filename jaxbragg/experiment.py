@@ -805,11 +805,11 @@ def simulate(experiment: Experiment, execution: Optional[Execution] = None):
     """
     from . import simulate as sim
     cfg, params = experiment.lower(execution)
-    image = sim.simulate(cfg, params)
-    if experiment.parts:                    # amorphous parts: jaxbragg.sample
-        from .sample import parts_image
-        image = image + parts_image(experiment, lowered=(cfg, params))
-    return image
+    if not experiment.parts:
+        return sim.simulate(cfg, params)
+    from .sample import parts_image         # amorphous parts (lowered, and checked, first)
+    parts = parts_image(experiment, lowered=(cfg, params))
+    return sim.simulate(cfg, params) + parts
 
 
 def simulate_pixels(experiment: Experiment, spix, fpix, execution: Optional[Execution] = None):
