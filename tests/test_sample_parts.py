@@ -6,8 +6,9 @@
   set-up, a separate call).
 * Analytic: a flat unity profile gives r_e^2 fluence N_mol sum(polarization x solid angle) / sub-pixels,
   computed here in NumPy from the detector's lab geometry (two wavelengths count once each).
-* Gradients of the summed image (and of a PSF-blurred likelihood) in the thickness, the scale, the
-  density and the PSF width against central finite differences; vmap over the thickness scales the part.
+* Gradients of the detector likelihood of the PSF-blurred total in a part's thickness and scale and in
+  the PSF width against central finite differences; vmap over the thickness scales the part; the worked
+  example's fit (docs/examples/sample_parts.py, at 32 x 32 pixels) recovers thickness and PSF width.
 * Input checks: one clear error naming the field.
 """
 import io as _io
@@ -90,8 +91,7 @@ def test_flat_profile_gives_solid_angle_times_polarization():
                         jb.Beam(wavelength=1.0, fluence=1e24, polarization=kahn, dispersion=10, dispsteps=2),
                         jb.Detector(pixels=(9, 7), pixel_size=0.2, distance=50, beam_center=(X, Y)),
                         oversample=o, parts=(part,))
-    total, bragg, parts = (np.asarray(a) for a in jb.simulate_parts(exp))
-    assert not np.any(bragg)
+    total = np.asarray(sample.parts_image(exp))             # the part alone, lowered through the model
     # lab position of sub-pixel centres: (d, Sbeam - s, f - Fbeam), Fbeam = Y + px/2, Sbeam = X + px/2
     fbeam, sbeam = Y * 1e-3 + px / 2, X * 1e-3 + px / 2
     S, F = np.meshgrid((np.arange(7 * o) + 0.5) * px / o, (np.arange(9 * o) + 0.5) * px / o, indexing="ij")
@@ -106,11 +106,20 @@ def test_flat_profile_gives_solid_angle_times_polarization():
 
 
 @pytest.fixture(scope="module")
-def small():
-    exp = jb.Experiment(jb.Crystal(**CRYSTAL), jb.Beam(wavelength=1.0, fluence=1e24),
-                        jb.Detector(pixels=16, pixel_size=0.8, distance=60),
-                        parts=(jb.Amorphous("water", thickness=20, interpolation="pchip"),
-                               jb.Amorphous("air", thickness_mm=30, density=1.2e-3, molecular_weight=29)))
+def example():
+    """docs/examples/sample_parts.py as a module (its experiment at 32 x 32 pixels is shared below)."""
+    import importlib.util
+    path = Path(__file__).parent.parent / "docs" / "examples" / "sample_parts.py"
+    spec = importlib.util.spec_from_file_location("sample_parts_example", path)
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    return ex
+
+
+@pytest.fixture(scope="module")
+def small(example):
+    """Crystal + water (pchip) + air (polint) on 32 x 32 pixels, and its images."""
+    exp = example.experiment(32)
     total, bragg, parts = (np.asarray(a) for a in jb.simulate_parts(exp))
     return exp, total, bragg, parts
 
@@ -120,55 +129,37 @@ def _fd(f, x, rel=1e-5):
     return (f(x + h) - f(x - h)) / (2 * h)
 
 
-def test_gradients_in_thickness_scale_density_match_finite_differences(small):
+def test_gradients_in_thickness_scale_and_psf_width_match_finite_differences(small):
+    """What a fit of the parts and the PSF differentiates: the detector likelihood of the blurred total."""
     exp, total, bragg, parts = small
-    w = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, total.shape))
+    obs = jnp.asarray(np.random.default_rng(2).poisson(np.asarray(
+        R.apply_psf(jnp.asarray(total), 1.5, 4, lost="renormalize"))) * 2.0 + 40.0)
 
-    def loss(t, s, rho):
-        e = exp.set("parts.0.thickness", t).set("parts.1.scale", s).set("parts.1.density", rho)
-        return jnp.sum(w * jnp.sqrt(jb.simulate(e)))            # non-linear in each parameter
+    def nll(t, s, fwhm):
+        e = exp.set("parts.0.thickness", t).set("parts.1.scale", s)
+        mu = R.apply_psf(jb.simulate(e), fwhm, 4, lost="renormalize")
+        return R.poisson_gaussian_nll(obs, mu, gain=2.0, adc=40.0, readout=1.0)
 
-    vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-    x0 = (jnp.float64(2e-5), jnp.float64(1.3), jnp.float64(1.1))
+    vg = jax.jit(jax.value_and_grad(nll, argnums=(0, 1, 2)))
+    x0 = (jnp.float64(1.3e-6), jnp.float64(0.8), jnp.float64(1.3))
     value, grads = vg(*x0)
-    assert float(value) == pytest.approx(float(jnp.sum(w * jnp.sqrt(
-        bragg + 1.0 * parts[0] + 1.3 * parts[1] * 1.1 / 1.2))), rel=1e-12)
+    mu = R.apply_psf(jnp.asarray(bragg + 1.3 * parts[0] + 0.8 * parts[1]), 1.3, 4, lost="renormalize")
+    assert float(value) == pytest.approx(float(R.poisson_gaussian_nll(obs, mu, 2.0, 40.0, 1.0)), rel=1e-12)
     for i in range(3):
         def f(v, i=i):
             args = list(x0)
             args[i] = jnp.float64(v)
             return float(vg(*args)[0])
-        fd = _fd(f, float(x0[i]))
-        assert float(grads[i]) == pytest.approx(fd, rel=1e-6), i
-        assert float(grads[i]) != 0.0
-
-
-def test_likelihood_gradient_in_thickness_and_psf_width(small):
-    """What a fit of the water thickness and the PSF width differentiates: the detector NLL of a
-    PSF-blurred total."""
-    exp, total, bragg, parts = small
-    obs = jnp.asarray(np.random.default_rng(2).poisson(np.asarray(
-        R.apply_psf(jnp.asarray(total), 1.5, 4, lost="renormalize"))) * 2.0 + 40.0)
-
-    def nll(t, fwhm):
-        mu = R.apply_psf(jb.simulate(exp.set("parts.0.thickness", t)), fwhm, 4, lost="renormalize")
-        return R.poisson_gaussian_nll(obs, mu, gain=2.0, adc=40.0, readout=1.0)
-
-    vg = jax.jit(jax.value_and_grad(nll, argnums=(0, 1)))
-    x0 = (jnp.float64(2.2e-5), jnp.float64(1.3))
-    _, grads = vg(*x0)
-    fd_t = _fd(lambda v: float(vg(jnp.float64(v), x0[1])[0]), float(x0[0]))
-    fd_w = _fd(lambda v: float(vg(x0[0], jnp.float64(v))[0]), float(x0[1]))
-    assert float(grads[0]) == pytest.approx(fd_t, rel=1e-5)
-    assert float(grads[1]) == pytest.approx(fd_w, rel=1e-5)
+        assert float(grads[i]) == pytest.approx(_fd(f, float(x0[i])), rel=1e-5), i
+        assert abs(float(grads[i])) > 0.0
 
 
 def test_vmap_over_thickness_scales_the_part(small):
     exp, total, bragg, parts = small
-    ts = jnp.asarray([10e-6, 20e-6, 45e-6])
+    ts = jnp.asarray([0.5e-6, 1e-6, 4.5e-6])                       # the part was rendered at 1 um
     batch = np.asarray(jax.vmap(lambda t: jb.simulate(exp.set("parts.0.thickness", t)))(ts))
     for i, t in enumerate(np.asarray(ts)):
-        np.testing.assert_allclose(batch[i], bragg + parts[0] * t / 20e-6 + parts[1], rtol=1e-12)
+        np.testing.assert_allclose(batch[i], bragg + parts[0] * t / 1e-6 + parts[1], rtol=1e-12)
 
 
 def test_explicit_pix0_places_the_parts_like_the_crystal():
@@ -181,7 +172,7 @@ def test_explicit_pix0_places_the_parts_like_the_crystal():
     pix0_mm = np.asarray(detector_frame(cfg, p)["pix0"]) * 1e3
     moved = jb.Experiment(base.crystal, jb.Beam(), jb.Detector(**det, pix0=pix0_mm + [0.0, 0.0, 1.0]),
                           parts=(part,))
-    a, b = np.asarray(jb.simulate(base)), np.asarray(jb.simulate(moved))
+    a, b = (np.asarray(sample.parts_image(e)) for e in (base, moved))      # the parts only
     # pix0 one mm further along +z (= fast): the image moves two pixels towards lower fast indices
     np.testing.assert_allclose(b[:, :-2], a[:, 2:], rtol=1e-12)
 
@@ -208,3 +199,15 @@ def test_parts_must_be_amorphous_and_need_a_thin_sensor():
                         parts=(jb.Amorphous("water"),))
     with pytest.raises(NotImplementedError, match="thick sensor"):
         jb.simulate(exp)
+
+
+def test_worked_example_recovers_the_water_thickness_and_psf_width(example, small):
+    """docs/examples/sample_parts.py at 32 x 32 pixels: the fit of one noisy image lands on the truth."""
+    ex, exp = example, small[0]
+    result = ex.fit_thickness_and_width(exp, ex.observe(exp), maxiter=40)
+    assert result["converged"], result["message"]
+    for name in ("thickness", "fwhm"):
+        err, sigma = abs(result[name] - ex.TRUE[name]), result["sigma_" + name]
+        assert 0 < sigma < 0.05 * ex.TRUE[name] and err < 4 * sigma, (name, result[name], sigma)
+    # the start (4 um, 1 px) was far outside the errors
+    assert abs(4e-6 - ex.TRUE["thickness"]) > 50 * result["sigma_thickness"]
