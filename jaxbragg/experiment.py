@@ -684,7 +684,7 @@ class Experiment(_Node):
                 if v is not None:
                     raise ValueError(f"{name}: the {conv} convention fixes it; use Detector(convention='custom')")
         from .sample import Amorphous
-        parts = tuple(parts)
+        parts = (parts,) if isinstance(parts, Amorphous) else tuple(parts)
         for part in parts:
             if not isinstance(part, Amorphous):
                 raise TypeError(f"Experiment.parts: expected jaxbragg.Amorphous parts, got {type(part).__name__}")
@@ -708,10 +708,10 @@ class Experiment(_Node):
         if not field:
             return self.replace(**{part: value})
         node = getattr(self, part)
-        if isinstance(node, tuple):             # "parts.0.thickness"
+        if isinstance(node, tuple):             # "parts.0.thickness" ("parts.0": the whole part)
             index, _, field = field.partition(".")
             items = list(node)
-            items[int(index)] = items[int(index)].replace(**{field: value})
+            items[int(index)] = items[int(index)].replace(**{field: value}) if field else value
             return self.replace(**{part: tuple(items)})
         if isinstance(node, Detector):
             panels = list(node.panels)

@@ -195,6 +195,10 @@ def test_parts_must_be_amorphous_and_need_a_thin_sensor():
         jb.Experiment(jb.Crystal(cell=(50, 50, 50)), parts=("water",))
     with pytest.raises(jb.InputError, match="no such profile"):
         jb.Amorphous("vinegar")
+    one = jb.Experiment(jb.Crystal(cell=(50, 50, 50)), parts=jb.Amorphous("water"))
+    assert len(one.parts) == 1 and one.parts[0].profile == "water"
+    assert one.set("parts.0", jb.Amorphous("ice")).parts[0].profile == "ice"
+    assert float(one.set("parts.0.scale", 2.5).parts[0].scale) == 2.5 and float(one.parts[0].scale) == 1.0
     exp = jb.Experiment(jb.Crystal(cell=(50, 50, 50)), detector=jb.Detector(pixels=8, thickness=300),
                         parts=(jb.Amorphous("water"),))
     with pytest.raises(NotImplementedError, match="thick sensor"):
