@@ -32,6 +32,7 @@ _EXPORTS = {
     "Physical": "parameters", "Template": "parameters", "to_params": "parameters",
     "from_experiment": "parameters",
     "InputError": "errors", "PhysicsError": "errors", "ResourceError": "errors",
+    "simulate_panels": "panels", "panel_frames": "panels",
 }
 
 __all__ = sorted(_EXPORTS) + ["simulate", "__version__"]
