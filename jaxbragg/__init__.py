@@ -27,10 +27,12 @@ _EXPORTS = {
     "Panel": "experiment", "Scan": "experiment", "Execution": "experiment", "stack": "experiment",
     "simulate_pixels": "experiment", "recommended_oversample": "experiment",
     "PlausibilityWarning": "experiment",
+    "Amorphous": "sample", "simulate_parts": "sample",
     "SimConfig": "simulate", "Params": "simulate",
     "Physical": "parameters", "Template": "parameters", "to_params": "parameters",
     "from_experiment": "parameters",
     "InputError": "errors", "PhysicsError": "errors", "ResourceError": "errors",
+    "simulate_panels": "panels", "panel_frames": "panels",
 }
 
 __all__ = sorted(_EXPORTS) + ["simulate", "__version__"]

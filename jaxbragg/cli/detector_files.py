@@ -9,7 +9,9 @@ Both files are built in memory and written with the other outputs, all or none.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Tuple
+
+import numpy as np
 
 from ..errors import InputError
 
@@ -48,12 +50,31 @@ def _metadata(kind, experiment):
     return cbf.header_from_experiment(experiment)
 
 
-def blobs(files: Dict[str, str], experiment, counts) -> Dict[str, bytes]:
-    """``{kind: bytes}`` of the requested detector files, for ``counts`` [slow, fast] (uint16)."""
+def files_per_output(kind: str, panels: int) -> int:
+    """How many files an output kind writes for a detector of ``panels`` panels: one NeXus file holds
+    every panel as a module; every other kind writes one file per panel
+    (:func:`jaxbragg.io.naming.panel_path`)."""
+    return 1 if kind == "nexus" else panels
+
+
+def blobs(files: Dict[str, str], setup, counts: List[np.ndarray]) -> List[Tuple[str, str, bytes]]:
+    """``[(kind, path, bytes)]`` of the requested detector files for the per-panel ``counts`` [slow, fast]
+    (one array per panel of ``setup``'s detector): one CBF per panel (``NAME_pNN.cbf`` with several, each
+    with its panel's header), one NeXus file with every panel a module, their counts placed in one data
+    array at the modules' ``data_origin`` (:func:`jaxbragg.io.nexus.stack_modules`)."""
     from ..io import cbf, nexus
-    out = {}
-    if "nexus" in files:
-        out["nexus"] = nexus.nexus_bytes(counts, _metadata("nexus", experiment))
+    from ..io.naming import panel_path
+    setups = setup.panel_setups or [setup]
+    out = []
     if "cbf" in files:
-        out["cbf"] = cbf.cbf_bytes(counts, _metadata("cbf", experiment))
+        for k, (one, image) in enumerate(zip(setups, counts)):
+            out.append(("cbf", panel_path(files["cbf"], k, len(setups)),
+                        cbf.cbf_bytes(image, _metadata("cbf", one.experiment))))
+    if "nexus" in files:
+        meta = _metadata("nexus", setup.experiment)
+        data = np.zeros(meta.data_shape(), dtype=np.asarray(counts[0]).dtype)
+        for m, image in zip(meta.modules, counts):
+            (s0, f0), (ns, nf) = m.data_origin, m.shape
+            data[s0:s0 + ns, f0:f0 + nf] = image
+        out.append(("nexus", files["nexus"], nexus.nexus_bytes(data, meta)))
     return out

@@ -63,6 +63,7 @@ _TABLE: Dict[str, str] = {
     # jaxbragg additions
     "-demo": "", "-float32": "", "-tile": "i", "-pngfile": "s", "-noise_jax": "", "-max_memory_gb": "f",
     "-nexusfile": "s", "-cbffile": "s",
+    "-expt": "s", "-expt_index": "i",
 }
 
 #: Other spellings that the reference's usage text or README shows and that the reference accepts (its

@@ -78,6 +78,8 @@ GROUPS = [
         ("-twotheta", "DEG", "detector swing about the two-theta axis [deg] (default 0); sample pivot"),
         ("-curved_det", "", "every pixel at the same distance from the sample"),
         ("-point_pixel", "", "solid angle 1/R^2 without obliquity"),
+        ("-expt", "FILE", "DIALS experiment list (.expt): panels, beam, crystal, scan; flags override it"),
+        ("-expt_index", "K", "which experiment of -expt (default 0); several panels: NAME_pKK.EXT files"),
         ("-detector_abs -detector_absorb", "UM|inf", "sensor attenuation depth [um] (default: the thickness)"),
         ("-detector_thick", "UM", "sensor thickness [um] (default 0)"),
         ("-detector_thicksteps -thicksteps", "N", "sensor layers (default 1)"),

@@ -22,8 +22,10 @@ Modules:
         a file is written).
     cbf: Pilatus miniCBF (optional fabio, imported only when a file is written).
     naming: per-panel file and module names (``NAME_p00.EXT``).
+    dials: DIALS experiment lists (``.expt`` JSON) -> geometry (``-expt``).
 """
 
+from jaxbragg.io.dials import read_expt
 from jaxbragg.io.fdump import read_fdump, write_fdump
 from jaxbragg.io.floatfile import read_float, write_float
 from jaxbragg.io.hkl import HKLGrid, read_hkl
@@ -42,6 +44,7 @@ from jaxbragg.io.nexus import write_nexus
 from jaxbragg.io.cbf import write_cbf
 
 __all__ = [
+    "read_expt",
     "HKLGrid",
     "read_hkl",
     "read_reflections",

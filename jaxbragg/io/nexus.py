@@ -190,18 +190,10 @@ def beam_center(module: Module) -> Tuple[float, float]:
 
 def panel_frames(experiment):
     """``[(pix0, fdet, sdet, odet, distance)]`` of every panel of ``experiment`` placed in nanoBragg's lab
-    frame (SI; :func:`jaxbragg.detector.place_detector` with the lowering of that panel alone)."""
-    from .. import detector as det_mod
-    from ..experiment import Detector
-    out = []
-    for panel in experiment.detector.panels:
-        one = experiment.replace(detector=Detector._si(panels=(panel,)))
-        cfg, p = one.lower()
-        frame = det_mod.place_detector(p.fdet, p.sdet, p.odet, p.beam, p.detector_rotations, p.twotheta_axis,
-                                       p.twotheta, cfg.pivot, p.beam_center, p.distance, p.pix0)
-        out.append(tuple(np.asarray(frame[k], np.float64) for k in ("pix0", "fdet", "sdet", "odet"))
-                   + (float(frame["distance"]),))
-    return out
+    frame (SI; :func:`jaxbragg.panels.panel_frames`, whole-detector motion included)."""
+    from ..panels import panel_frames as frames
+    return [tuple(np.asarray(fr[k], np.float64) for k in ("origin", "fast", "slow", "normal"))
+            + (float(fr["distance"]),) for fr in frames(experiment)]
 
 
 def setup_from_experiment(experiment, *, start=None, increment=None, saturation_value=65535,
