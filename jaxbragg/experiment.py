@@ -692,15 +692,8 @@ class Experiment(_Node):
         """A copy with one stored (SI) field replaced, named ``"part.field"`` (``"detector.distance"``
         sets the field of the detector's panel), unchecked: the way to put a traced value into an
         experiment, e.g. ``jax.grad(lambda d: jb.simulate(exp.set("detector.distance", d)).sum())``."""
-        part, _, field = path.partition(".")
-        if not field:
-            return self.replace(**{part: value})
-        node = getattr(self, part)
-        if isinstance(node, Detector):
-            panels = list(node.panels)
-            panels[0] = panels[0].replace(**{field: value})
-            return self.replace(detector=Detector._si(panels=tuple(panels)))
-        return self.replace(**{part: node.replace(**{field: value})})
+        from .paths import set_path          # dotted paths and aliases (jaxbragg/paths.py)
+        return set_path(self, path, value)
 
     @classmethod
     def from_flags(cls, argv: Sequence[str], cwd: str = ".") -> "Experiment":
