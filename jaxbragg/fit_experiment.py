@@ -26,6 +26,7 @@ covariance normalised by the sigmas.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -100,15 +101,18 @@ class Packer:
             i += n
         return out
 
-    def values(self, x):
-        """Field values {path: array} at ``x`` (NumPy or JAX)."""
+    def values(self, x, base=None, scales=None):
+        """Field values {path: array} at ``x`` (NumPy or JAX), stepped from ``base``'s values (default: the
+        start's) by ``scales`` (default: the packer's)."""
         xp = jnp if isinstance(x, jax.Array) else np
-        step = x * xp.asarray(self.scales)
+        step = x * (xp.asarray(self.scales) if scales is None else scales)
+        start = self.start if base is None else [paths.get_path(base, p) for p in self.paths]
         return {p: s0 + step[sl].reshape(shape)
-                for p, shape, sl, s0 in zip(self.paths, self.shapes, self.slices(), self.start)}
+                for p, shape, sl, s0 in zip(self.paths, self.shapes, self.slices(), start)}
 
-    def apply(self, experiment, x):
-        for p, v in self.values(x).items():
+    def apply(self, experiment, x, scales=None):
+        """``experiment`` with each free field moved by ``x`` (in units of the scales) from its own value."""
+        for p, v in self.values(x, experiment, scales).items():
             experiment = paths.set_path(experiment, p, v)
         return experiment
 
@@ -135,25 +139,56 @@ def check_sampling(experiment, stacklevel: int = 3) -> int:
     return rec
 
 
-def plan_stages(experiment, staging="auto", recommended: Optional[int] = None):
-    """The oversample of each stage: ``[own]`` or, with ``"auto"`` and coarse sampling, ``[rec, own]``.
+#: fields that set spot intensities and widths rather than positions: held at the start in a coarse stage
+SHAPE_FIELDS = ("crystal.ncells", "beam.fluence", "crystal.F", "crystal.default_F", "crystal.mosaic_spread",
+                "crystal.fudge")
 
-    ``staging`` may also be ``"none"``/``None`` or an explicit list of oversample values.
+
+def plan_stages(experiment, free: Sequence[str], staging="auto", recommended: Optional[int] = None):
+    """Stages ``[(oversample, free paths), ...]`` of a fit.
+
+    ``"auto"``: when the experiment's oversample is below the recommended one, first the geometry (the free
+    paths less :data:`SHAPE_FIELDS`) at the recommended oversample (at most 6), where each pixel averages
+    its spot and the loss is smooth in the geometry (the spot widths and intensities of a pixel-averaged
+    model differ from point-sampled data, so fitting N there would only bias it), then everything at the
+    experiment's own oversample; otherwise one stage. ``"none"``/None: one stage. A list: oversample
+    values, or ``(oversample, paths)`` pairs.
     """
-    own = experiment.oversample
+    own, free = experiment.oversample, tuple(free)
     if staging in (None, "none", False):
-        return [own]
+        return [(own, free)]
     if staging == "auto":
         rec = exp_mod.recommended_oversample(experiment) if recommended is None else recommended
-        return [min(rec, 6), own] if own < rec else [own]
-    return [int(s) for s in staging]
+        if own >= rec:
+            return [(own, free)]
+        geometry = tuple(p for p in free if paths.canonical(p) not in SHAPE_FIELDS) or free
+        return [(min(rec, 6), geometry), (own, free)]
+    return [(int(s), free) if np.ndim(s) == 0 else (int(s[0]), tuple(s[1])) for s in staging]
 
 
-def _model_fn(packer: Packer, execution, background):
-    def model(x, base, spix, fpix):
-        image = exp_mod.simulate(packer.apply(base, x), execution)
+@functools.lru_cache(maxsize=32)
+def _compiled(free: Tuple[str, ...], shapes, loss: str, readout: float, execution, background: float):
+    """Jitted ``(evaluate, loss)`` of ``(x, n, scales, base, spix, fpix)``, cached so that fits of the same
+    structure (paths, likelihood, static experiment fields) compile once."""
+    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
+    lik = lm_mod.likelihood(loss, readout=readout)
+
+    def model(x, scales, base, spix, fpix):
+        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
         return image[spix, fpix] + background
-    return model
+    return (jax.jit(lm_mod.normal_equations(model, lik)),
+            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
+
+
+def _compiled_weighted(free, shapes, weights, execution, background):
+    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
+    lik = lm_mod.likelihood("least_squares", weights=weights)
+
+    def model(x, scales, base, spix, fpix):
+        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
+        return image[spix, fpix] + background
+    return (jax.jit(lm_mod.normal_equations(model, lik)),
+            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
 
 
 def _covariance(h, scales, loss_name, loss, n_pix):
@@ -203,41 +238,49 @@ def fit_experiment(experiment, observed, free: Sequence[str], *, loss: str = "po
     spix, fpix = pixel_indices(experiment, pixels)
     n = jnp.asarray(image[spix, fpix])
     w = None if weights is None else jnp.asarray(np.asarray(weights, np.float64)[spix, fpix])
-    lik = lm_mod.likelihood(loss, readout=readout, weights=w)
+    lm_mod.likelihood(loss)                                   # rejects an unknown name here
     packer = Packer.make(experiment, free, scales)
-    model = _model_fn(packer, execution, background)
-    evaluate = jax.jit(lm_mod.normal_equations(model, lik))
-    loss_of = jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n)))
+    if w is None:
+        evaluate, loss_of = _compiled(packer.paths, packer.shapes, loss, float(readout), execution,
+                                      float(background))
+    else:
+        evaluate, loss_of = _compiled_weighted(packer.paths, packer.shapes, w, execution, float(background))
     x = np.zeros(packer.size)
     histories, stages, result = [], [], None
     si, fi = jnp.asarray(spix), jnp.asarray(fpix)
-    for k, oversample in enumerate(plan_stages(experiment, staging, rec)):
+    for k, (oversample, stage_free) in enumerate(plan_stages(experiment, packer.paths, staging, rec)):
         base = experiment if oversample == experiment.oversample else \
             exp_mod.Experiment._si(**{**{f: getattr(experiment, f) for f in
                                          exp_mod.Experiment._leaves + exp_mod.Experiment._static},
                                       "oversample": int(oversample)})
-        args = (n, base, si, fi)
+        args = (n, jnp.asarray(packer.scales), base, si, fi)
+        idx = np.concatenate([np.arange(packer.size)[sl] for p, sl in zip(packer.paths, packer.slices())
+                              if p in stage_free])
+        full = lambda y, x=x, idx=idx: jnp.asarray(x).at[idx].set(jnp.asarray(y))
         cb = None if callback is None else (lambda it, xx, f, k=k: callback(k, it, xx, f))
         t0 = time.perf_counter()
         if method == "lm":
-            result = lm_mod.levenberg_marquardt(lambda y: evaluate(jnp.asarray(y), *args),
-                                                lambda y: loss_of(jnp.asarray(y), *args), x, maxiter=maxiter,
-                                                dtol=dtol, ftol=ftol, callback=cb,
+            def ev(y, full=full, idx=idx, args=args):
+                f, g, h = evaluate(full(y), *args)[:3]
+                return f, g[idx], h[idx][:, idx]
+            result = lm_mod.levenberg_marquardt(ev, lambda y, full=full, args=args: loss_of(full(y), *args),
+                                                x[idx], maxiter=maxiter, dtol=dtol, ftol=ftol, callback=cb,
                                                 max_step=max_step)
-            x, hist, its, conv, msg = result.x, result.loss_history, result.iterations, result.converged, \
+            y, hist, its, conv, msg = result.x, result.loss_history, result.iterations, result.converged, \
                 result.message
         else:
             from .fit import minimize
-            x, hist, its, conv, msg = minimize(lambda y, a: loss_of(y, *a), jnp.asarray(x), args, method=method,
-                                               maxiter=maxiter, gtol=gtol, ftol=ftol,
-                                               callback=None if cb is None else (lambda it, xx, f: cb(it, xx, f)))
-        stages.append(dict(oversample=int(oversample), iterations=int(its), loss=float(hist[-1]),
-                           seconds=time.perf_counter() - t0, message=msg))
+            y, hist, its, conv, msg = minimize(lambda y, a: loss_of(full(y), *a), jnp.asarray(x[idx]), args,
+                                               method=method, maxiter=maxiter, gtol=gtol, ftol=ftol,
+                                               callback=cb)
+        x = np.asarray(full(y), np.float64)
+        stages.append(dict(oversample=int(oversample), free=tuple(stage_free), iterations=int(its),
+                           loss=float(hist[-1]), seconds=time.perf_counter() - t0, message=msg))
         histories.append(np.asarray(hist))
     final_loss, g, h = (np.asarray(v, np.float64) for v in evaluate(jnp.asarray(x), *args)[:3])
     cov, sig, corr = _covariance(h, packer.scales, loss, float(final_loss), spix.size)
     fitted = packer.apply(experiment, np.asarray(x))
-    values = {p: np.asarray(v) for p, v in packer.values(np.asarray(x)).items()}
+    values = {p: np.asarray(paths.get_path(fitted, p)) for p in packer.paths}
     return FitResult(physical=None, free=packer.paths, uncertainties=packer.split(sig), covariance=cov,
                      loss=float(final_loss), loss_history=np.concatenate(histories), iterations=int(sum(
                          s["iterations"] for s in stages)), converged=bool(conv), message=msg,
