@@ -721,28 +721,11 @@ class Experiment(_Node):
     def set(self, path: str, value) -> "Experiment":
         """A copy with one stored (SI) field replaced, named ``"part.field"`` (``"detector.distance"``
         sets the field of the detector's first panel, ``"detector.panels.K.pix0"`` that of panel K,
-        ``"detector.shift"``/``"detector.rotation"`` the whole-detector motion), unchecked: the way to put a traced value into an
+        ``"detector.shift"``/``"detector.rotation"`` the whole-detector motion, ``"parts.0.thickness"`` a field
+        of the first amorphous part; :mod:`jaxbragg.paths`), unchecked: the way to put a traced value into an
         experiment, e.g. ``jax.grad(lambda d: jb.simulate(exp.set("detector.distance", d)).sum())``."""
-        part, _, field = path.partition(".")
-        if not field:
-            return self.replace(**{part: value})
-        node = getattr(self, part)
-        if isinstance(node, tuple):             # "parts.0.thickness" ("parts.0": the whole part)
-            index, _, field = field.partition(".")
-            items = list(node)
-            items[int(index)] = items[int(index)].replace(**{field: value}) if field else value
-            return self.replace(**{part: tuple(items)})
-        if isinstance(node, Detector):
-            if field in ("shift", "rotation"):         # "detector.shift": the whole-detector motion
-                return self.replace(detector=node.replace(**{field: value}))
-            index = 0
-            if field.startswith("panels."):            # "detector.panels.K.field": panel K
-                _, k, field = field.split(".", 2)
-                index = int(k)
-            panels = list(node.panels)
-            panels[index] = panels[index].replace(**{field: value})
-            return self.replace(detector=node.replace(panels=tuple(panels)))
-        return self.replace(**{part: node.replace(**{field: value})})
+        from .paths import set_path          # dotted paths and aliases (jaxbragg/paths.py)
+        return set_path(self, path, value)
 
     @classmethod
     def from_flags(cls, argv: Sequence[str], cwd: str = ".") -> "Experiment":
