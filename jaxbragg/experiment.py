@@ -678,14 +678,16 @@ class Experiment(_Node):
         rule, see :func:`recommended_oversample`).
       oversample_thick, oversample_polar, oversample_omega: recompute those factors per sub-pixel.
       water: water droplet size [um] around the crystal (background); dmin: resolution cut [A] (0: none).
+      parts: amorphous parts of the sample (:class:`jaxbragg.sample.Amorphous`: solvent, an air path, ...),
+        rendered with the crystal and added to its image (default none).
     """
 
-    _leaves = ("crystal", "beam", "detector", "scan", "water", "dmin")
+    _leaves = ("crystal", "beam", "detector", "scan", "water", "dmin", "parts")
     _static = ("oversample", "oversample_thick", "oversample_polar", "oversample_omega", "has_water")
 
     def __init__(self, crystal: Crystal, beam: Optional[Beam] = None, detector: Optional[Detector] = None,
                  scan: Optional[Scan] = None, *, oversample=1, oversample_thick=False, oversample_polar=False,
-                 oversample_omega=False, water=0.0, dmin=0.0):
+                 oversample_omega=False, water=0.0, dmin=0.0, parts=()):
         beam = Beam() if beam is None else beam
         detector = Detector() if detector is None else detector
         scan = Scan() if scan is None else scan
@@ -699,33 +701,31 @@ class Experiment(_Node):
                             ("Scan.spindle_axis", scan.spindle)):
                 if v is not None:
                     raise ValueError(f"{name}: the {conv} convention fixes it; use Detector(convention='custom')")
+        from .sample import Amorphous
+        parts = (parts,) if isinstance(parts, Amorphous) else tuple(parts)
+        for part in parts:
+            if not isinstance(part, Amorphous):
+                raise TypeError(f"Experiment.parts: expected jaxbragg.Amorphous parts, got {type(part).__name__}")
         w = _floats("Experiment.water", water, None, "um") / 1e6
         dm = _floats("Experiment.dmin", dmin, None, "A") * 1e-10
-        self._set(crystal=crystal, beam=beam, detector=detector, scan=scan, water=w, dmin=dm,
+        self._set(crystal=crystal, beam=beam, detector=detector, scan=scan, water=w, dmin=dm, parts=parts,
                   oversample=_count("Experiment.oversample", oversample), oversample_thick=bool(oversample_thick),
                   oversample_polar=bool(oversample_polar), oversample_omega=bool(oversample_omega),
                   has_water=bool(w != 0.0))
 
+    @classmethod
+    def _si(cls, **fields):
+        fields.setdefault("parts", ())        # an experiment without amorphous parts
+        return super()._si(**fields)
+
     def set(self, path: str, value) -> "Experiment":
         """A copy with one stored (SI) field replaced, named ``"part.field"`` (``"detector.distance"``
         sets the field of the detector's first panel, ``"detector.panels.K.pix0"`` that of panel K,
-        ``"detector.shift"``/``"detector.rotation"`` the whole-detector motion), unchecked: the way to put a traced value into an
+        ``"detector.shift"``/``"detector.rotation"`` the whole-detector motion, ``"parts.0.thickness"`` a field
+        of the first amorphous part; :mod:`jaxbragg.paths`), unchecked: the way to put a traced value into an
         experiment, e.g. ``jax.grad(lambda d: jb.simulate(exp.set("detector.distance", d)).sum())``."""
-        part, _, field = path.partition(".")
-        if not field:
-            return self.replace(**{part: value})
-        node = getattr(self, part)
-        if isinstance(node, Detector):
-            if field in ("shift", "rotation"):         # "detector.shift": the whole-detector motion
-                return self.replace(detector=node.replace(**{field: value}))
-            index = 0
-            if field.startswith("panels."):            # "detector.panels.K.field": panel K
-                _, k, field = field.split(".", 2)
-                index = int(k)
-            panels = list(node.panels)
-            panels[index] = panels[index].replace(**{field: value})
-            return self.replace(detector=node.replace(panels=tuple(panels)))
-        return self.replace(**{part: node.replace(**{field: value})})
+        from .paths import set_path          # dotted paths and aliases (jaxbragg/paths.py)
+        return set_path(self, path, value)
 
     @classmethod
     def from_flags(cls, argv: Sequence[str], cwd: str = ".") -> "Experiment":
@@ -818,7 +818,8 @@ def recommended_oversample(experiment: Experiment) -> int:
 
 
 def simulate(experiment: Experiment, execution: Optional[Execution] = None):
-    """Render ``experiment``: the image [slow, fast] in photons per pixel (float64 when x64 is on); for a
+    """Render ``experiment``: the image [slow, fast] in photons per pixel (float64 when x64 is on), the
+    crystal's plus its amorphous ``parts`` (:func:`jaxbragg.sample.simulate_parts` gives each alone); for a
     multi-panel detector a tuple of per-panel images (:func:`jaxbragg.panels.simulate_panels` stacks them).
 
     Jitted inside (one compilation per static configuration); composes with ``jax.grad``, ``jax.vmap``
@@ -826,17 +827,27 @@ def simulate(experiment: Experiment, execution: Optional[Execution] = None):
     """
     from . import simulate as sim
     if len(experiment.detector.panels) > 1:        # a tuple of per-panel images (jaxbragg.panels)
+        if experiment.parts:
+            raise NotImplementedError("Experiment.parts: amorphous parts render on a one-panel detector only")
         from .panels import simulate_panel_images
         return simulate_panel_images(experiment, execution)
     cfg, params = experiment.lower(execution)
-    return sim.simulate(cfg, params)
+    if not experiment.parts:
+        return sim.simulate(cfg, params)
+    from .sample import parts_image         # amorphous parts (lowered, and checked, first)
+    parts = parts_image(experiment, lowered=(cfg, params))
+    return sim.simulate(cfg, params) + parts
 
 
 def simulate_pixels(experiment: Experiment, spix, fpix, execution: Optional[Execution] = None):
     """Photon counts [N] of the pixels ``(spix[i], fpix[i])`` only (see ``jaxbragg.simulate.render_pixels``)."""
     from . import simulate as sim
     cfg, params = experiment.lower(execution)
-    return sim.simulate_pixels(cfg, params, spix, fpix)
+    values = sim.simulate_pixels(cfg, params, spix, fpix)
+    if experiment.parts:                    # amorphous parts: rendered whole, then picked
+        from .sample import parts_image
+        values = values + parts_image(experiment, lowered=(cfg, params))[jnp.asarray(spix), jnp.asarray(fpix)]
+    return values
 
 
 def stack(experiments: Sequence[Experiment]) -> Experiment:

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from . import beam as beam_mod
-from . import detector, geometry, lattice, structure_factors
+from . import derivatives, detector, geometry, lattice, structure_factors
 from ._schedule import Schedule, for_backend
 
 
@@ -379,18 +379,32 @@ def cell_factors(config, p, miller: Miller, lat: LatticeTerms, cutoff) -> CellFa
     return CellFactors(tri, near, first_bad)
 
 
+def sample_terms(lat: LatticeTerms, f_cell, sd):
+    """``(F_cell F_latt)^2`` of every sample inside dmin (0 outside), [samples, T]."""
+    n_t = lat.f_latt.shape[-1]
+    return jnp.where(lat.valid, (f_cell.astype(sd) * lat.f_latt) ** 2, 0.0).reshape(-1, n_t)
+
+
+def sample_sum(lat: LatticeTerms, f_cell, sd):
+    """``sum_j (F_cell F_latt)^2`` over each pixel's samples [T] (pairwise, :func:`tree_sum`)."""
+    return tree_sum(sample_terms(lat, f_cell, sd))
+
+
+def pixel_value(norm: Normalisation, total, sd):
+    """``scale * (I_bg + sum)`` from a pixel's sample sum (without running factors)."""
+    return (norm.scale * (norm.i_bg + total)).astype(sd)
+
+
 def intensity(lat: LatticeTerms, norm: Normalisation, cell: CellFactors, dtype, sd) -> PixelValues:
     """``scale * (I_bg + sum_j (F_cell F_latt)^2)`` (pairwise sum, :func:`tree_sum`), or with running
     factors ``scale * (sum_j t_j tail_j + I_bg tail_0)``; in the sample precision ``sd``."""
-    n_t = lat.f_latt.shape[-1]
-
     def value(f_cell):
-        term = jnp.where(lat.valid, (f_cell.astype(sd) * lat.f_latt) ** 2, 0.0).reshape(-1, n_t)
         if norm.tail is not None:
             mul = geometry.mul
+            term = sample_terms(lat, f_cell, sd)
             return (norm.scale * (tree_sum(mul(term.astype(dtype), norm.tail))
                                   + mul(norm.i_bg, norm.tail[0]))).astype(sd)
-        return (norm.scale * (norm.i_bg + tree_sum(term))).astype(sd)
+        return pixel_value(norm, sample_sum(lat, f_cell, sd), sd)
 
     if cell.nearest is None:
         return PixelValues(value(cell.primary))
@@ -426,6 +440,16 @@ def render_tile(config, setup, spix, fpix, first_variant: bool = False, cutoff=N
     rays = diffracted_rays(config, p, frame, points, sched, token)
     lat_stacks, recip_A = sched.materialise(token, (lat_stacks, recip_A))
     sc = scattering(config, p, rays, sched, token)
+    if derivatives.covers(config, first_variant):
+        # the same stages behind the derivative rules of jaxbragg.derivatives (the value is unchanged)
+        crystal = derivatives.Crystal(p.ncells, p.fudge, p.F_grid, p.default_F)
+        sums = derivatives.sample_sums(config, dtype, sd, token, sc.q, lat_stacks[0], crystal, recip_A,
+                                       sc.valid, cutoff)
+        norm = normalisation(config, p, rays, sc, None)
+        if sums.nearest is None:
+            return PixelValues(pixel_value(norm, sums.primary, sd))
+        return PixelValues(pixel_value(norm, sums.primary, sd), pixel_value(norm, sums.nearest, sd),
+                           sums.first_bad)
     miller = miller_indices(config, sc, lat_stacks, first_variant, dtype, sd, token)
     lat = lattice_terms(config, p, sc, miller, recip_A, sd)
     norm = normalisation(config, p, rays, sc, lat)

@@ -37,7 +37,8 @@ def move_detector(cfg, params, shift, rotation):
 def panel_frames(experiment) -> List[Dict[str, np.ndarray]]:
     """The placed frame of every panel in the experiment's lab frame (nanoBragg's; MOSFLM axes for the
     ``custom`` panels of a ``.expt``): ``origin`` (corner of pixel (0, 0)) [3] m, unit ``fast``, ``slow``,
-    ``normal`` [3], ``pixel_size`` m and ``pixels`` ``(fast, slow)``, whole-detector motion included.
+    ``normal`` [3], ``pixel_size`` m, ``pixels`` ``(fast, slow)`` and ``distance`` m (sample to the beam spot along
+    the beam), whole-detector motion included.
     :func:`to_dials` converts vectors to the DIALS/NeXus-McStas lab frame."""
     from .simulate import detector_frame
     out = []
@@ -45,7 +46,7 @@ def panel_frames(experiment) -> List[Dict[str, np.ndarray]]:
         cfg, p = experiment.lower(panel_index=k)
         frame = detector_frame(cfg, p)
         out.append(dict(origin=frame["pix0"], fast=frame["fdet"], slow=frame["sdet"], normal=frame["odet"],
-                        pixel_size=p.pixel_size, pixels=(cfg.fpixels, cfg.spixels)))
+                        pixel_size=p.pixel_size, pixels=(cfg.fpixels, cfg.spixels), distance=frame["distance"]))
     return out
 
 

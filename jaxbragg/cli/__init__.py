@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import flags as flags_mod
-from . import common, stages
+from . import common, detector_files, stages
 from .resolve import resolve, translate  # noqa: F401  (resolve: public)
 
 RTD = 57.29577951308232
@@ -68,7 +68,7 @@ def _print_summary(setup, out):
 
 #: The flag that names each output (for messages).
 OUTPUT_FLAG = {"float": "-floatfile", "int": "-intfile", "pgm": "-pgmfile", "noise": "-noisefile",
-               "png": "-pngfile", "dump": "-dump"}
+               "png": "-pngfile", "dump": "-dump", "nexus": "-nexusfile", "cbf": "-cbffile"}
 
 
 #: The flags whose value names a file the run reads.
@@ -115,8 +115,12 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
         files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
     if setup.outputs.get("png"):
         files["png"] = setup.outputs["png"]
+    files.update({k: setup.outputs[k] for k in detector_files.FLAGS if setup.outputs.get(k)})
+    detector_files.check(files, setup.experiment)    # -nexusfile/-cbffile: extra installed, path writable
     n_panels = len(setup.panel_setups or [setup])
-    common.check_writable([outmod.panel_path(v, k, n_panels) for v in files.values() for k in range(n_panels)])
+    common.check_writable([outmod.panel_path(v, k, detector_files.files_per_output(key, n_panels))
+                           for key, v in files.items()
+                           for k in range(detector_files.files_per_output(key, n_panels))])
     written = dict(files)
     if info["hkl"] is not None and info["grid"] is not None:
         written["dump"] = info["dumpfile"]
@@ -339,7 +343,7 @@ def _run(argv, out, err) -> int:
     out.flush()
     common.checkpoint()
     setups = setup.panel_setups or [setup]
-    writes, floats = [], set()
+    writes, floats, counts = [], set(), []
     for k, panel_setup in enumerate(setups):     # one image per panel (one for a one-panel detector)
         if len(setups) > 1:
             print(f"panel {k} of {len(setups)}:", file=out)
@@ -348,6 +352,11 @@ def _run(argv, out, err) -> int:
             if key in blobs:
                 writes.append((outmod.panel_path(files[key], k, len(setups)), blobs[key], False))
         floats.add((outmod.panel_path(files["float"], k, len(setups)), len(blobs["float"]) // 4))
+        if "counts" in blobs:
+            counts.append(blobs["counts"])
+    if counts:          # -cbffile: one file per panel; -nexusfile: one file, every panel a module
+        for key, path, blob in detector_files.blobs(files, setup, counts):
+            writes.append((path, blob, False))
     if info["hkl"] is not None and info["grid"] is not None:
         # like the reference: cache the structure factors read from -hkl for runs without -hkl
         from .. import io
@@ -421,6 +430,8 @@ def _image_blobs(setup, files, opts, info, out, err):
         generator = "jax.random.poisson" if opts["noise_jax"] else "the reference's generator"
         print(f"{photons:.0f} photons on noise image ({overloads} overloads; {generator})", file=out)
         blobs["noise"] = io.smv.smv_bytes(noisy, items)
+    if files.keys() & detector_files.FLAGS.keys():     # the noise counts when noise is on, else -intfile's
+        blobs["counts"] = noisy if "noise" in files else outmod.int_image(image32, scale, adc, active)
     return blobs
 
 

@@ -103,6 +103,8 @@ GROUPS = [
         ("-noisefile -noiseimage", "FILE", "SMV image with Poisson noise (default noiseimage.img)"),
         ("-pgmfile -pgmimage", "FILE", "8-bit PGM image (default image.pgm)"),
         ("-pngfile", "FILE", "8-bit PNG image (square-root grey scale)"),
+        ("-nexusfile", "FILE", "NeXus/NXmx HDF5 file of the counts (noise image, else -intfile's; extra h5)"),
+        ("-cbffile", "FILE", "Pilatus miniCBF file of the same counts (extra cbf)"),
         ("-scale", "X", "scale of -intfile (default: maximum to 55000)"),
         ("-pgmscale", "X", "scale of -pgmfile (default: automatic)"),
         ("-adc -adcoffset", "X", "offset added to SMV pixels (default 40)"),

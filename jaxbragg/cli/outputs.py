@@ -27,13 +27,9 @@ from ..io.smv import format_g as g
 
 def panel_path(path: str, k: int, n: int) -> str:
     """The file of panel ``k`` of an ``n``-panel detector for an output named ``path``: ``NAME_pKK.EXT``
-    (two digits, more past 100 panels) for ``NAME.EXT``; ``path`` itself for one panel. The one naming
-    rule of every one-image output format."""
-    if n <= 1:
-        return path
-    head, tail = os.path.split(path)
-    root, ext = os.path.splitext(tail)
-    return os.path.join(head, f"{root}_p{k:0{max(2, len(str(n - 1)))}d}{ext}")
+    (:func:`jaxbragg.io.naming.panel_path`, the one naming rule of every one-image output format)."""
+    from ..io.naming import panel_path as rule
+    return rule(path, k, n)
 
 
 DEFAULT_NAMES = {"float": "floatimage.bin", "int": "intimage.img", "pgm": "image.pgm",

@@ -51,7 +51,7 @@ _PARAM_FLAGS = {
 
 OUTPUT_FLAGS = {"-floatfile": "float", "-floatimage": "float", "-intfile": "int", "-intimage": "int",
                 "-pgmfile": "pgm", "-pgmimage": "pgm", "-noisefile": "noise", "-noiseimage": "noise",
-                "-pngfile": "png"}
+                "-pngfile": "png", "-nexusfile": "nexus", "-cbffile": "cbf"}
 
 
 @dataclasses.dataclass
@@ -1013,7 +1013,7 @@ class Run:
     """What a command line asks besides the experiment: the output files and how to compute.
 
     Attributes:
-      outputs: output kind (``float``, ``int``, ``pgm``, ``noise``, ``png``) -> path given, if any.
+      outputs: output kind (``float``, ``int``, ``pgm``, ``noise``, ``png``, ``nexus``, ``cbf``) -> path given, if any.
       options: progress, printout, trace pixel, noise/PGM switches and scales, ADC offset, noise seed, ...
       execution: :class:`jaxbragg.Execution` (``-tile``, ``-float32``).
     """
