@@ -27,13 +27,16 @@ _EXPORTS = {
     "Panel": "experiment", "Scan": "experiment", "Execution": "experiment", "stack": "experiment",
     "simulate_pixels": "experiment", "recommended_oversample": "experiment",
     "PlausibilityWarning": "experiment",
+    "Amorphous": "sample", "simulate_parts": "sample",
     "SimConfig": "simulate", "Params": "simulate",
     "Physical": "parameters", "Template": "parameters", "to_params": "parameters",
     "from_experiment": "parameters",
     "InputError": "errors", "PhysicsError": "errors", "ResourceError": "errors",
+    "simulate_panels": "panels", "panel_frames": "panels",
+    "fit_experiment": "fit_experiment", "SamplingWarning": "fit_experiment", "fit_ensemble": "ensemble",
 }
 
-__all__ = sorted(_EXPORTS) + ["simulate", "__version__"]
+__all__ = sorted(_EXPORTS) + ["simulate", "fit", "__version__"]
 
 
 class _SimulateModule(types.ModuleType):
@@ -47,12 +50,23 @@ class _SimulateModule(types.ModuleType):
         return self.simulate(*args, **kwargs)
 
 
+class _FitModule(types.ModuleType):
+    """The module ``jaxbragg.fit``, callable: ``jb.fit(experiment, observed, free)`` is ``jaxbragg.fit.fit``."""
+
+    def __call__(self, *args, **kwargs):
+        return self.fit(*args, **kwargs)
+
+
+_CALLABLE_MODULES = {"simulate": _SimulateModule, "fit": _FitModule}
+
+
 class _Package(types.ModuleType):
     # Importing the submodule ``jaxbragg.simulate`` binds it as this package's attribute ``simulate``;
     # it is made callable right there, so ``jb.simulate`` is one object whoever imported it first.
     def __setattr__(self, name, value):
-        if name == "simulate" and isinstance(value, types.ModuleType) and not isinstance(value, _SimulateModule):
-            value.__class__ = _SimulateModule
+        kind = _CALLABLE_MODULES.get(name)
+        if kind is not None and isinstance(value, types.ModuleType) and not isinstance(value, kind):
+            value.__class__ = kind
         super().__setattr__(name, value)
 
 
@@ -60,8 +74,8 @@ sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name):
-    if name == "simulate":
-        return importlib.import_module(".simulate", __name__)
+    if name in _CALLABLE_MODULES:
+        return importlib.import_module("." + name, __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jaxbragg' has no attribute {name!r}")

@@ -114,7 +114,8 @@ class AmorphousParams:
     ``source_weights`` [S], ``polar_vector`` [3] unit E axis, ``kahn``, ``fluence`` photons/m^2.
     Sample: ``thickness, width, height`` m, ``density`` kg/m^3, ``molar_mass`` kg/mol.
     Profile: ``stol`` [N] sin(theta)/lambda in 1/m (increasing), ``F`` [N] electrons; ``F_low``,
-    ``F_high``: values beyond the table (``None``: ``F[0]`` and ``F[-1]``).
+    ``F_high``: values beyond the table (``None``: ``F[0]`` and ``F[-1]``). ``pix0`` [3] m: an explicit
+    position of the first pixel's corner (overrides the pivot placement; ``None``: placed by the pivot).
     """
     fdet: chex.Array
     sdet: chex.Array
@@ -141,6 +142,7 @@ class AmorphousParams:
     F: chex.Array
     F_low: Optional[chex.Array] = None
     F_high: Optional[chex.Array] = None
+    pix0: Optional[chex.Array] = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ def sample_stol(diffracted, incident, wavelength):
 
 def _frame(config: AmorphousConfig, p: AmorphousParams):
     return detector.place_detector(p.fdet, p.sdet, p.odet, p.beam, p.detector_rotations, p.twotheta_axis,
-                                   p.twotheta, config.pivot, p.beam_center, p.distance)
+                                   p.twotheta, config.pivot, p.beam_center, p.distance, p.pix0)
 
 
 def _tile(config: AmorphousConfig, p: AmorphousParams, frame, spix, fpix):

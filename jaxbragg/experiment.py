@@ -569,30 +569,48 @@ class Panel(_Node):
 
 @_register
 class Detector(_Node):
-    """The detector: a tuple of :class:`Panel` s. ``Detector(**panel_arguments)`` builds one panel;
-    ``Detector.from_panels(p1, p2, ...)`` several (the kernel renders one panel for now)."""
+    """The detector: a tuple of :class:`Panel` s and a whole-detector motion.
 
-    _leaves = ("panels",)
+    ``Detector(**panel_arguments)`` builds one panel; ``Detector.from_panels(p1, p2, ..., shift=,
+    rotation=)`` several. ``shift`` [mm, 3] and ``rotation`` [deg, 3] (about lab x, then y, then z, about
+    the sample) move every placed panel together: ``r -> R r + shift`` (stored as ``shift`` [m] and
+    ``rotation`` [rad]; default zero, which leaves every panel exactly as placed). See docs/detectors.md.
+    """
+
+    _leaves = ("panels", "shift", "rotation")
     _static = ()
 
     def __init__(self, pixels=1024, pixel_size=0.1, distance=None, **kwargs):
-        self._set(panels=(Panel(pixels, pixel_size, distance, **kwargs),))
+        self._set(panels=(Panel(pixels, pixel_size, distance, **kwargs),), shift=np.zeros(3),
+                  rotation=np.zeros(3))
 
     @classmethod
-    def from_panels(cls, *panels):
+    def _si(cls, **fields):
+        fields.setdefault("shift", np.zeros(3))
+        fields.setdefault("rotation", np.zeros(3))
+        return super()._si(**fields)
+
+    @classmethod
+    def from_panels(cls, *panels, shift=(0.0, 0.0, 0.0), rotation=(0.0, 0.0, 0.0)):
         if not panels or not all(isinstance(p, Panel) for p in panels):
             raise ValueError("Detector.from_panels: expected one or more Panel objects")
-        return cls._si(panels=tuple(panels))
+        return cls._si(panels=tuple(panels), shift=_floats("Detector.shift", shift, 3, "mm") / 1000.0,
+                       rotation=_floats("Detector.rotation", rotation, 3, "deg") / RTD)
 
     @property
     def panel(self) -> Panel:
         """The only panel (ValueError with several)."""
         if len(self.panels) != 1:
-            raise NotImplementedError(f"the kernel renders one panel; this detector has {len(self.panels)}")
+            raise NotImplementedError(f"this detector has {len(self.panels)} panels: use detector.panels[k] "
+                                      f"(jaxbragg.simulate renders them all)")
         return self.panels[0]
 
+    def moved(self) -> bool:
+        """Whether the whole-detector shift/rotation may move the panels (traced or non-zero)."""
+        return any(_is_traced(x) or bool(np.any(np.asarray(x) != 0)) for x in (self.shift, self.rotation))
+
     def __getattr__(self, name):        # the one panel's fields, for convenience
-        if name.startswith("_") or name == "panels":
+        if name.startswith("_") or name in ("panels", "shift", "rotation"):
             raise AttributeError(name)
         return getattr(self.panel, name)
 
@@ -660,14 +678,16 @@ class Experiment(_Node):
         rule, see :func:`recommended_oversample`).
       oversample_thick, oversample_polar, oversample_omega: recompute those factors per sub-pixel.
       water: water droplet size [um] around the crystal (background); dmin: resolution cut [A] (0: none).
+      parts: amorphous parts of the sample (:class:`jaxbragg.sample.Amorphous`: solvent, an air path, ...),
+        rendered with the crystal and added to its image (default none).
     """
 
-    _leaves = ("crystal", "beam", "detector", "scan", "water", "dmin")
+    _leaves = ("crystal", "beam", "detector", "scan", "water", "dmin", "parts")
     _static = ("oversample", "oversample_thick", "oversample_polar", "oversample_omega", "has_water")
 
     def __init__(self, crystal: Crystal, beam: Optional[Beam] = None, detector: Optional[Detector] = None,
                  scan: Optional[Scan] = None, *, oversample=1, oversample_thick=False, oversample_polar=False,
-                 oversample_omega=False, water=0.0, dmin=0.0):
+                 oversample_omega=False, water=0.0, dmin=0.0, parts=()):
         beam = Beam() if beam is None else beam
         detector = Detector() if detector is None else detector
         scan = Scan() if scan is None else scan
@@ -681,26 +701,31 @@ class Experiment(_Node):
                             ("Scan.spindle_axis", scan.spindle)):
                 if v is not None:
                     raise ValueError(f"{name}: the {conv} convention fixes it; use Detector(convention='custom')")
+        from .sample import Amorphous
+        parts = (parts,) if isinstance(parts, Amorphous) else tuple(parts)
+        for part in parts:
+            if not isinstance(part, Amorphous):
+                raise TypeError(f"Experiment.parts: expected jaxbragg.Amorphous parts, got {type(part).__name__}")
         w = _floats("Experiment.water", water, None, "um") / 1e6
         dm = _floats("Experiment.dmin", dmin, None, "A") * 1e-10
-        self._set(crystal=crystal, beam=beam, detector=detector, scan=scan, water=w, dmin=dm,
+        self._set(crystal=crystal, beam=beam, detector=detector, scan=scan, water=w, dmin=dm, parts=parts,
                   oversample=_count("Experiment.oversample", oversample), oversample_thick=bool(oversample_thick),
                   oversample_polar=bool(oversample_polar), oversample_omega=bool(oversample_omega),
                   has_water=bool(w != 0.0))
 
+    @classmethod
+    def _si(cls, **fields):
+        fields.setdefault("parts", ())        # an experiment without amorphous parts
+        return super()._si(**fields)
+
     def set(self, path: str, value) -> "Experiment":
         """A copy with one stored (SI) field replaced, named ``"part.field"`` (``"detector.distance"``
-        sets the field of the detector's panel), unchecked: the way to put a traced value into an
+        sets the field of the detector's first panel, ``"detector.panels.K.pix0"`` that of panel K,
+        ``"detector.shift"``/``"detector.rotation"`` the whole-detector motion, ``"parts.0.thickness"`` a field
+        of the first amorphous part; :mod:`jaxbragg.paths`), unchecked: the way to put a traced value into an
         experiment, e.g. ``jax.grad(lambda d: jb.simulate(exp.set("detector.distance", d)).sum())``."""
-        part, _, field = path.partition(".")
-        if not field:
-            return self.replace(**{part: value})
-        node = getattr(self, part)
-        if isinstance(node, Detector):
-            panels = list(node.panels)
-            panels[0] = panels[0].replace(**{field: value})
-            return self.replace(detector=Detector._si(panels=tuple(panels)))
-        return self.replace(**{part: node.replace(**{field: value})})
+        from .paths import set_path          # dotted paths and aliases (jaxbragg/paths.py)
+        return set_path(self, path, value)
 
     @classmethod
     def from_flags(cls, argv: Sequence[str], cwd: str = ".") -> "Experiment":
@@ -710,6 +735,14 @@ class Experiment(_Node):
         from .cli.resolve import translate
         return translate(list(argv), cwd).experiment
 
+    @classmethod
+    def from_expt(cls, path, index: int = 0, **kwargs) -> "Experiment":
+        """The experiment ``index`` of a DIALS experiment list (``.expt``); keyword arguments give what the
+        file lacks (``N``, ``default_F``, ``hkl``, ``fluence``, ...): see
+        :func:`jaxbragg.io.dials.experiment_from_expt` and docs/detectors.md."""
+        from .io.dials import experiment_from_expt
+        return experiment_from_expt(path, index, **kwargs)
+
     def vectors(self):
         """(beam, polar, spindle) [3] unit vectors in use (the convention's unless given)."""
         table = det_mod.convention_vectors(self.detector.panels[0].convention)
@@ -718,11 +751,13 @@ class Experiment(_Node):
         spindle = table[6] if self.scan.spindle is None else self.scan.spindle
         return beam, polar, spindle
 
-    def lower(self, execution: Optional[Execution] = None):
-        """The kernel inputs ``(SimConfig, Params)`` of this experiment (see module docstring)."""
+    def lower(self, execution: Optional[Execution] = None, panel_index: Optional[int] = None):
+        """The kernel inputs ``(SimConfig, Params)`` of this experiment (see module docstring); of panel
+        ``panel_index`` for a multi-panel detector (None: the only panel). A moved detector
+        (:meth:`Detector.moved`) lowers to the panel's placed frame with an explicit origin."""
         ex = Execution() if execution is None else execution
         c, b, sc = self.crystal, self.beam, self.scan
-        panel = self.detector.panel
+        panel = self.detector.panel if panel_index is None else self.detector.panels[panel_index]
         beam_v, polar_v, spindle = self.vectors()
         dirs, lams = b.sources(beam_v, polar_v)
         distance, close = det_mod.detector_distance(beam_v, panel.odet, panel.rotations,
@@ -755,6 +790,9 @@ class Experiment(_Node):
             thickstep=arr(panel.thickstep), mu=arr(panel.mu), F_grid=None if c.F is None else arr(c.F),
             pix0=None if panel.pix0 is None else arr(panel.pix0),
             mask=None if panel.mask is None else arr(panel.mask))
+        if self.detector.moved():
+            from .panels import move_detector
+            cfg, params = move_detector(cfg, params, self.detector.shift, self.detector.rotation)
         if roi is not None and (roi[1] < 0 or roi[3] < 0 or roi[0] > cfg.fpixels - 1 or roi[2] > cfg.spixels - 1):
             raise ValueError(f"Detector.roi: the window {roi} lies outside the {cfg.fpixels}x{cfg.spixels}-pixel "
                              f"detector")
@@ -780,21 +818,36 @@ def recommended_oversample(experiment: Experiment) -> int:
 
 
 def simulate(experiment: Experiment, execution: Optional[Execution] = None):
-    """Render ``experiment``: the image [slow, fast] in photons per pixel (float64 when x64 is on).
+    """Render ``experiment``: the image [slow, fast] in photons per pixel (float64 when x64 is on), the
+    crystal's plus its amorphous ``parts`` (:func:`jaxbragg.sample.simulate_parts` gives each alone); for a
+    multi-panel detector a tuple of per-panel images (:func:`jaxbragg.panels.simulate_panels` stacks them).
 
     Jitted inside (one compilation per static configuration); composes with ``jax.grad``, ``jax.vmap``
     and ``jax.jit`` taken over the experiment's array leaves.
     """
     from . import simulate as sim
+    if len(experiment.detector.panels) > 1:        # a tuple of per-panel images (jaxbragg.panels)
+        if experiment.parts:
+            raise NotImplementedError("Experiment.parts: amorphous parts render on a one-panel detector only")
+        from .panels import simulate_panel_images
+        return simulate_panel_images(experiment, execution)
     cfg, params = experiment.lower(execution)
-    return sim.simulate(cfg, params)
+    if not experiment.parts:
+        return sim.simulate(cfg, params)
+    from .sample import parts_image         # amorphous parts (lowered, and checked, first)
+    parts = parts_image(experiment, lowered=(cfg, params))
+    return sim.simulate(cfg, params) + parts
 
 
 def simulate_pixels(experiment: Experiment, spix, fpix, execution: Optional[Execution] = None):
     """Photon counts [N] of the pixels ``(spix[i], fpix[i])`` only (see ``jaxbragg.simulate.render_pixels``)."""
     from . import simulate as sim
     cfg, params = experiment.lower(execution)
-    return sim.simulate_pixels(cfg, params, spix, fpix)
+    values = sim.simulate_pixels(cfg, params, spix, fpix)
+    if experiment.parts:                    # amorphous parts: rendered whole, then picked
+        from .sample import parts_image
+        values = values + parts_image(experiment, lowered=(cfg, params))[jnp.asarray(spix), jnp.asarray(fpix)]
+    return values
 
 
 def stack(experiments: Sequence[Experiment]) -> Experiment:

@@ -167,6 +167,10 @@ class FitResult:
       converged: whether a convergence test (not the iteration limit) stopped the optimiser.
       message: why it stopped.
       scales: the optimiser scale of each free field.
+      correlation: [n, n] correlation matrix of the free fields (covariance over the sigmas).
+      experiment: the fitted :class:`jaxbragg.Experiment` (fits of an experiment; else None).
+      values: free path -> fitted value [SI] (fits of an experiment).
+      stages: per stage of a staged fit: oversample, iterations, loss, seconds, message.
     """
     physical: Physical
     free: Tuple[str, ...]
@@ -178,6 +182,10 @@ class FitResult:
     converged: bool
     message: str
     scales: Dict[str, np.ndarray]
+    correlation: Optional[np.ndarray] = None
+    experiment: Optional[object] = None
+    values: Optional[Dict[str, np.ndarray]] = None
+    stages: Tuple[dict, ...] = ()
 
 
 def _pixel_indices(config: sim.SimConfig, base, pixels):
@@ -360,7 +368,26 @@ def _information(value_and_grad, x, aux, expected=None):
     return 0.5 * (info + info.T)
 
 
-def fit(template: Template, start: Physical, observed, free: Sequence[str], *, loss: str = "poisson",
+def fit(template, start, observed=None, free=None, **options) -> FitResult:
+    """Fit an experiment or a (template, start) pair to an observed image.
+
+    ``fit(experiment, observed, free=[paths], ...)`` fits a :class:`jaxbragg.Experiment`
+    (:func:`jaxbragg.fit_experiment.fit_experiment`: Levenberg-Marquardt, staging, dotted paths);
+    ``fit(template, start, observed, free, ...)`` the :class:`~jaxbragg.parameters.Physical` fields of
+    :func:`fit_template`.
+    """
+    from .experiment import Experiment
+    if isinstance(template, Experiment):
+        from .fit_experiment import fit_experiment
+        if free is None:
+            free = observed
+        elif observed is not None:
+            raise TypeError("fit(experiment, observed, free): too many positional arguments")
+        return fit_experiment(template, start, free, **options)
+    return fit_template(template, start, observed, free, **options)
+
+
+def fit_template(template: Template, start: Physical, observed, free: Sequence[str], *, loss: str = "poisson",
         method: str = "bfgs", scales: Optional[Mapping[str, float]] = None, pixels=None, subset=None,
         background: float = 0.0, weights=None, maxiter: int = 200, gtol: float = 1e-6, ftol: float = 1e-12,
         learning_rate: float = 0.1, adc_offset: Optional[float] = None,
@@ -424,7 +451,10 @@ def fit(template: Template, start: Physical, observed, free: Sequence[str], *, l
         info = info / (2.0 * float(history[-1]) / max(spix.size - packer.size, 1))
     cov = np.linalg.pinv(info) * np.outer(packer.scales, packer.scales)
     fitted = packer.unpack(x, start)
+    sig = np.sqrt(np.abs(np.diag(cov)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / np.outer(sig, sig)
     return FitResult(
-        physical=fitted, free=packer.names, uncertainties=packer.split(np.sqrt(np.abs(np.diag(cov)))),
+        physical=fitted, free=packer.names, uncertainties=packer.split(sig),
         covariance=cov, loss=float(history[-1]), loss_history=history, iterations=int(iterations),
-        converged=bool(converged), message=message, scales=packer.split(packer.scales))
+        converged=bool(converged), message=message, scales=packer.split(packer.scales), correlation=corr)

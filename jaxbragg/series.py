@@ -17,6 +17,8 @@ reference's ``-intfile`` (per-image scale ``55000 / max`` unless ``-scale``, ``-
 written atomically, so a file that exists is complete: a second run of the same command skips the files
 already there and renders the rest (resume after an interruption; ``--overwrite`` renders everything).
 A ``NAME.series.json`` manifest records the command; resuming with different settings is an error.
+``--format nexus`` writes Eiger-style ``NAME_data_000001.h5`` files (one per rendered group) and a
+``NAME_master.h5`` rewritten atomically after each (:mod:`jaxbragg.series_nexus`).
 
 Images are rendered in groups with :func:`jaxbragg.batch.render_sharded` on every device (``--pixel-split``
 shares each image between devices); with ``--distributed`` the run spans several processes or hosts
@@ -40,7 +42,7 @@ from .errors import InputError
 RTD = 180.0 / math.pi
 PROG = "jaxbragg-series"
 _OUTPUT_FLAGS = ("-floatfile", "-floatimage", "-intfile", "-intimage", "-pgmfile", "-pgmimage",
-                 "-noisefile", "-noiseimage", "-pngfile")
+                 "-noisefile", "-noiseimage", "-pngfile", "-nexusfile", "-cbffile")
 #: Settings that change an image; a resumed run must agree on them (``--frames``/``--count`` may grow).
 _MANIFEST_KEYS = ("mode", "start_phi", "osc", "seed", "format", "first_number", "digits", "flags", "inputs")
 #: The most frames or shots one series may have (its file list and bookkeeping are built up front).
@@ -79,8 +81,9 @@ def _parser() -> _Parser:
     shots.add_argument("--seed", type=int, default=0, help="orientation seed (>= 0; default 0)")
     for p in (rot, shots):
         p.add_argument("--prefix", required=True, help="file name stem, may include a directory")
-        p.add_argument("--format", choices=("smv", "float"), default="smv",
-                       help="smv: NAME_00001.img (default); float: raw float32 NAME_00001.bin")
+        p.add_argument("--format", choices=("smv", "float", "nexus"), default="smv",
+                       help="smv: NAME_00001.img (default); float: raw float32 NAME_00001.bin; nexus: "
+                            "NAME_master.h5 + NAME_data_000001.h5 per group (extra h5)")
         p.add_argument("--first-number", type=int, default=1, help="number of the first file (default 1)")
         p.add_argument("--digits", type=_positive_int, default=5, help="digits in file numbers (default 5)")
         p.add_argument("--batch", type=_positive_int, help="images per call (default: fill the devices)")
@@ -122,7 +125,7 @@ def parse_args(argv: List[str]):
 
 
 def _file_names(opts, n: int):
-    ext = "img" if opts.format == "smv" else "bin"
+    ext = {"smv": "img", "float": "bin", "nexus": "h5"}[opts.format]   # nexus: names of sidecars only
     return [f"{opts.prefix}_{opts.first_number + k:0{opts.digits}d}.{ext}" for k in range(n)]
 
 
@@ -184,7 +187,8 @@ def _check_names_against_inputs(opts, inputs):
     directory with a name of that form is refused."""
     from .io._common import same_file
     stem = re.escape(os.path.basename(opts.prefix))
-    pattern = re.compile(rf"{stem}_\d{{{opts.digits},}}\.(img|bin|json)|{stem}\.series\.json")
+    from .series_nexus import names_pattern
+    pattern = re.compile(rf"{stem}_\d{{{opts.digits},}}\.(img|bin|json)|{stem}\.series\.json|" + names_pattern(stem))
     directory = os.path.dirname(os.path.abspath(opts.prefix))
     for flag, rec in inputs.items():
         real = os.path.realpath(rec["path"])
@@ -213,8 +217,8 @@ def _sidecar(k, number, name, seed, umat, misset, lattice):
                     "-misset replaced by (or, if absent, added as) -misset misset_deg renders this shot"}
 
 
-def _smv_blob(image32, info, setup):
-    from . import io
+def _int_counts(image32, setup):
+    """The frame's SMV counts (uint16): the ``-intfile`` rule with its per-image scale unless ``-scale``."""
     from .cli import outputs as outmod
     roi = setup.config.roi_box()
     opts = setup.options
@@ -223,8 +227,14 @@ def _smv_blob(image32, info, setup):
     if scale <= 0.0:
         scale = 55000.0 / stats["max"] if stats["max"] > 0.0 else 1.0
     active = outmod.roi_mask(image32.shape, roi)
-    items = outmod.header_items(info, opts["adc"])
-    return io.smv.smv_bytes(outmod.int_image(image32, scale, opts["adc"], active), items)
+    return outmod.int_image(image32, scale, opts["adc"], active)
+
+
+def _smv_blob(image32, info, setup):
+    from . import io
+    from .cli import outputs as outmod
+    items = outmod.header_items(info, setup.options["adc"])
+    return io.smv.smv_bytes(_int_counts(image32, setup), items)
 
 
 def run(argv: List[str], out=None, err=None) -> int:
@@ -270,7 +280,15 @@ def run(argv: List[str], out=None, err=None) -> int:
                 "format": opts.format, "first_number": opts.first_number, "digits": opts.digits,
                 "flags": list(nb_argv), "count": n, "inputs": _input_digests(parsed, setup.info)}
     manifest_path = f"{opts.prefix}.series.json"
-    common.check_writable([names[0], names[-1], manifest_path])
+    nxs = None
+    if opts.format == "nexus":
+        from .series_nexus import open_series
+        if jax.process_count() > 1:
+            raise InputError("--format nexus: one process writes the master and data files; use "
+                             "--format smv or float with several processes")
+        nxs = open_series(opts, manifest, _MANIFEST_KEYS, setup, n)
+    common.check_writable([names[0], names[-1], manifest_path]
+                          + ([nxs.first_data_name(), nxs.master] if nxs is not None else []))
     _check_names_against_inputs(opts, manifest["inputs"])
     _check_manifest(manifest_path, manifest, opts.overwrite)
     try:
@@ -281,7 +299,12 @@ def run(argv: List[str], out=None, err=None) -> int:
     cfg, params, info = setup.config, setup.params, setup.info
     shape = (cfg.spixels, cfg.fpixels)
     sidecars = [os.path.splitext(name)[0] + ".json" for name in names] if opts.mode == "shots" else None
-    done = np.array([not opts.overwrite and _is_complete(name, opts.format, shape) for name in names])
+    if nxs is not None:
+        names = [nxs.master] * n          # the file a sidecar names: the master holds every frame
+    if nxs is not None:
+        done = nxs.done()
+    else:
+        done = np.array([not opts.overwrite and _is_complete(name, opts.format, shape) for name in names])
     if jax.process_count() > 1:   # every process must plan the same groups
         from jax.experimental import multihost_utils
         done = np.asarray(multihost_utils.broadcast_one_to_all(done))
@@ -298,8 +321,9 @@ def run(argv: List[str], out=None, err=None) -> int:
         say(f"random-orientation shots: {n} shots, seed {opts.seed}")
         umats = batch.random_orientations(opts.seed, n)
         misset = _misset_rotation(parsed, setup, cwd)
-    say(f"  detector {cfg.fpixels}x{cfg.spixels} pixels, {cfg.steps} steps per pixel; files "
-        f"{os.path.basename(names[0])} .. {os.path.basename(names[-1])}")
+    shown = (f"{os.path.basename(names[0])} .. {os.path.basename(names[-1])}" if nxs is None else
+             f"{os.path.basename(nxs.master)} + {os.path.basename(opts.prefix)}_data_NNNNNN.h5")
+    say(f"  detector {cfg.fpixels}x{cfg.spixels} pixels, {cfg.steps} steps per pixel; files {shown}")
     if lead:
         _write_json(manifest_path, manifest)
         if sidecars is not None:   # an image without its sidecar needs only the sidecar
@@ -308,6 +332,8 @@ def run(argv: List[str], out=None, err=None) -> int:
                     _write_json(sidecars[k], _sidecar(k, opts.first_number + k, names[k], opts.seed,
                                                       umats[k], misset, info["lattice"]))
     if not todo:
+        if nxs is not None and not os.path.exists(nxs.master):
+            nxs.write_master()
         say(f"all {n} files present; nothing to render")
         return 0
 
@@ -327,6 +353,9 @@ def run(argv: List[str], out=None, err=None) -> int:
 
     def write(k, image):
         image32 = np.asarray(image, np.float32)
+        if nxs is not None:             # kept until the group's data file is written
+            pending.append((k, _int_counts(image32, setup)))
+            return
         if opts.format == "float":
             write_float(names[k], image32)
         else:
@@ -347,10 +376,19 @@ def run(argv: List[str], out=None, err=None) -> int:
             with common.critical():     # a signal is acted on between groups, never inside XLA
                 images = batch.render_sharded(cfg, stack(ks), mesh=mesh, keep_padding=True)
                 local = [(j, np.asarray(image)) for j, image in batch.local_images(images)]
+            pending = []
             for j, image in local:   # this process's images only
                 if j < len(ks):
                     write(ks[j], image)
-                    written += 1
+                    written += 1 if nxs is None else 0
+            if pending:
+                path = nxs.write([k for k, _ in pending], [c for _, c in pending])
+                for k, _ in pending:     # after the data file: a sidecar never describes a missing frame
+                    if sidecars is not None:
+                        _write_json(sidecars[k], _sidecar(k, opts.first_number + k, names[k], opts.seed,
+                                                          umats[k], misset, info["lattice"]))
+                written += len(pending)
+                print(f"writing {path} ({len(pending)} frames) and {nxs.master}", file=out)
             if bar is not None:
                 bar.update(min(g0 + group, len(todo)))
     except KeyboardInterrupt as stop:
@@ -377,8 +415,8 @@ def _write_json(path, record):
     atomic_write(path, [_json_bytes(record)])
 
 
-USAGE = (f"usage: {PROG} rotation --frames N --osc DEG [--start-phi DEG] --prefix NAME [--format smv|float] "
-         f"-- FLAGS\n       {PROG} shots --count N [--seed S] --prefix NAME [--format smv|float] -- FLAGS\n"
+USAGE = (f"usage: {PROG} rotation --frames N --osc DEG [--start-phi DEG] --prefix NAME [--format smv|float|nexus] "
+         f"-- FLAGS\n       {PROG} shots --count N [--seed S] --prefix NAME [--format smv|float|nexus] -- FLAGS\n"
          f"FLAGS are jaxbragg's (nanoBragg's) flags; '{PROG} rotation -h' lists every option")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import flags as flags_mod
-from . import common, stages
+from . import common, detector_files, stages
 from .resolve import resolve, translate  # noqa: F401  (resolve: public)
 
 RTD = 57.29577951308232
@@ -68,11 +68,11 @@ def _print_summary(setup, out):
 
 #: The flag that names each output (for messages).
 OUTPUT_FLAG = {"float": "-floatfile", "int": "-intfile", "pgm": "-pgmfile", "noise": "-noisefile",
-               "png": "-pngfile", "dump": "-dump"}
+               "png": "-pngfile", "dump": "-dump", "nexus": "-nexusfile", "cbf": "-cbffile"}
 
 
 #: The flags whose value names a file the run reads.
-INPUT_FLAGS = ("-hkl", "-mat", "-matrix", "-img", "-mask", "-sourcefile")
+INPUT_FLAGS = ("-hkl", "-mat", "-matrix", "-img", "-mask", "-sourcefile", "-expt")
 
 
 def input_files(parsed, info) -> Dict[str, str]:
@@ -115,7 +115,12 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
         files["noise"] = setup.outputs.get("noise") or outmod.DEFAULT_NAMES["noise"]
     if setup.outputs.get("png"):
         files["png"] = setup.outputs["png"]
-    common.check_writable(list(files.values()))
+    files.update({k: setup.outputs[k] for k in detector_files.FLAGS if setup.outputs.get(k)})
+    detector_files.check(files, setup.experiment)    # -nexusfile/-cbffile: extra installed, path writable
+    n_panels = len(setup.panel_setups or [setup])
+    common.check_writable([outmod.panel_path(v, k, detector_files.files_per_output(key, n_panels))
+                           for key, v in files.items()
+                           for k in range(detector_files.files_per_output(key, n_panels))])
     written = dict(files)
     if info["hkl"] is not None and info["grid"] is not None:
         written["dump"] = info["dumpfile"]
@@ -136,6 +141,9 @@ def prepare(argv: List[str], available: Optional[int] = None, device: Optional[i
         cfg, available=available, device=device, detect=detect, names=resources.CLI_NAMES,
         outputs=[k for k in files if k in ("noise", "pgm", "png")],
         grid_cells=grid.F.size if grid is not None else 0)
+    for panel_setup in setup.panel_setups or []:       # every panel renders with the same knobs
+        panel_setup.config = dataclasses.replace(
+            panel_setup.config, **{k: getattr(config, k) for k in ("tile_pixels", "sample_budget", "precision")})
     setup.config = config
     if note:
         setup.warnings.append(note)
@@ -334,6 +342,45 @@ def _run(argv, out, err) -> int:
         trace_pixel(setup, int(s), int(f), out)
     out.flush()
     common.checkpoint()
+    setups = setup.panel_setups or [setup]
+    writes, floats, counts = [], set(), []
+    for k, panel_setup in enumerate(setups):     # one image per panel (one for a one-panel detector)
+        if len(setups) > 1:
+            print(f"panel {k} of {len(setups)}:", file=out)
+        blobs = _image_blobs(panel_setup, files, opts, panel_setup.info, out, err)
+        for key in ("float", "int", "pgm", "png", "noise"):
+            if key in blobs:
+                writes.append((outmod.panel_path(files[key], k, len(setups)), blobs[key], False))
+        floats.add((outmod.panel_path(files["float"], k, len(setups)), len(blobs["float"]) // 4))
+        if "counts" in blobs:
+            counts.append(blobs["counts"])
+    if counts:          # -cbffile: one file per panel; -nexusfile: one file, every panel a module
+        for key, path, blob in detector_files.blobs(files, setup, counts):
+            writes.append((path, blob, False))
+    if info["hkl"] is not None and info["grid"] is not None:
+        # like the reference: cache the structure factors read from -hkl for runs without -hkl
+        from .. import io
+        writes.insert(0, (info["dumpfile"], io.fdump.fdump_bytes(info["grid"]), True))
+    common.checkpoint()
+    interrupted = common.write_outputs(writes, out)
+    for path, blob, optional in writes:
+        if optional:
+            if os.path.exists(path):
+                print(f"writing dump file for next time: {path}", file=out)
+        elif path in dict(floats):
+            print(f"writing {path} as {dict(floats)[path]} 4-byte floats", file=out)
+        else:
+            print(f"writing {path}", file=out)
+    if interrupted:
+        print("jaxbragg: interrupted after the output files were written", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _image_blobs(setup, files, opts, info, out, err):
+    """Render one image (one panel) and build the bytes of every output kind in ``files`` (nothing is
+    written here), printing the reference's statistics lines."""
+    from . import outputs as outmod
     t0 = time.perf_counter()
     image = _render(setup, opts["progress"], err)
     common.checkpoint()
@@ -383,26 +430,9 @@ def _run(argv, out, err) -> int:
         generator = "jax.random.poisson" if opts["noise_jax"] else "the reference's generator"
         print(f"{photons:.0f} photons on noise image ({overloads} overloads; {generator})", file=out)
         blobs["noise"] = io.smv.smv_bytes(noisy, items)
-    writes = []
-    if info["hkl"] is not None and info["grid"] is not None:
-        # like the reference: cache the structure factors read from -hkl for runs without -hkl
-        writes.append((info["dumpfile"], io.fdump.fdump_bytes(info["grid"]), True))
-    writes += [(files[key], blobs[key], False) for key in ("float", "int", "pgm", "png", "noise")
-               if key in blobs]
-    common.checkpoint()
-    interrupted = common.write_outputs(writes, out)
-    for path, blob, optional in writes:
-        if optional:
-            if os.path.exists(path):
-                print(f"writing dump file for next time: {path}", file=out)
-        elif path == files["float"]:
-            print(f"writing {path} as {image32.size} 4-byte floats", file=out)
-        else:
-            print(f"writing {path}", file=out)
-    if interrupted:
-        print("jaxbragg: interrupted after the output files were written", file=sys.stderr)
-        return 130
-    return 0
+    if files.keys() & detector_files.FLAGS.keys():     # the noise counts when noise is on, else -intfile's
+        blobs["counts"] = noisy if "noise" in files else outmod.int_image(image32, scale, adc, active)
+    return blobs
 
 
 def _help(argv) -> int:

@@ -62,6 +62,8 @@ _TABLE: Dict[str, str] = {
     "-printout": "", "-printout_pixel": "2i", "-trace_pixel": "2i",
     # jaxbragg additions
     "-demo": "", "-float32": "", "-tile": "i", "-pngfile": "s", "-noise_jax": "", "-max_memory_gb": "f",
+    "-nexusfile": "s", "-cbffile": "s",
+    "-expt": "s", "-expt_index": "i",
 }
 
 #: Other spellings that the reference's usage text or README shows and that the reference accepts (its

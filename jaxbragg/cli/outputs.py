@@ -17,12 +17,20 @@ RMS over rendered (unmasked) ROI pixels, the RMSD about that mean over every ROI
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, List, Tuple
 
 import numpy as np
 
 from .. import io, noise
 from ..io.smv import format_g as g
+
+def panel_path(path: str, k: int, n: int) -> str:
+    """The file of panel ``k`` of an ``n``-panel detector for an output named ``path``: ``NAME_pKK.EXT``
+    (:func:`jaxbragg.io.naming.panel_path`, the one naming rule of every one-image output format)."""
+    from ..io.naming import panel_path as rule
+    return rule(path, k, n)
+
 
 DEFAULT_NAMES = {"float": "floatimage.bin", "int": "intimage.img", "pgm": "image.pgm",
                  "noise": "noiseimage.img"}

@@ -51,7 +51,7 @@ _PARAM_FLAGS = {
 
 OUTPUT_FLAGS = {"-floatfile": "float", "-floatimage": "float", "-intfile": "int", "-intimage": "int",
                 "-pgmfile": "pgm", "-pgmimage": "pgm", "-noisefile": "noise", "-noiseimage": "noise",
-                "-pngfile": "png"}
+                "-pngfile": "png", "-nexusfile": "nexus", "-cbffile": "cbf"}
 
 
 @dataclasses.dataclass
@@ -64,6 +64,7 @@ class Setup:
     options: Dict[str, Any]
     warnings: List[str]
     experiment: Any = None      # the jaxbragg.Experiment of the command line (see translate)
+    panel_setups: Optional[List["Setup"]] = None    # -expt with several panels: one Setup per panel
 
 
 _unit = geometry.unitize_safe
@@ -162,6 +163,7 @@ class _State:
         self.tile = None
         self.demo = False
         self.max_memory = None              # bytes (-max_memory_gb), None: detect
+        self.expt, self.expt_index, self.expt_recip, self.expt_panels = None, 0, None, 1     # -expt
 
 
 #: Header keys read by :func:`_apply_header` that must be positive when present.
@@ -221,6 +223,32 @@ def _apply_header(st: _State, path: str, is_mask: bool, cwd: str = "."):
         st.osc = get("OSC_RANGE") / RTD
     # TWOTHETA is read by the reference into an unused variable: no effect.
     return data
+
+
+def _apply_expt(st: _State, cwd: str, panel: int) -> None:
+    """Seed the state from panel ``panel`` of ``-expt FILE`` (experiment ``-expt_index``), in the MOSFLM
+    frame (:mod:`jaxbragg.io.dials`): every flag on the command line then overrides it."""
+    from ..io.dials import read_expt, to_mosflm
+    fr = to_mosflm(read_expt(os.path.join(cwd, st.expt), st.expt_index))
+    st.expt_panels = len(fr.panels)
+    p = fr.panels[panel]
+    st.convention = "custom"
+    st.pix0 = p["pix0"] / 1000.0
+    st.fdet, st.sdet, st.odet = p["fdet"], p["sdet"], p["odet"]
+    st.pixel = p["pixel"] / 1000.0
+    st.fpixels, st.spixels = p["pixels"]
+    if p["thickness"] > 0:
+        st.det_thick, st.det_mu = p["thickness"] * 1e-6, 1.0 / (p["attenuation"] * 1e-6)
+        st.det_thicksteps, st.det_thickstep = 1, st.det_thick     # one layer, as Experiment.from_expt
+    st.beam_vector, st.polar_vector, st.spindle = fr.beam, fr.polar_vector, fr.spindle
+    st.polarization, st.lambda0 = fr.kahn, fr.wavelength * 1e-10
+    st.phi0 = fr.phi / RTD
+    if fr.osc > 0:
+        st.osc = fr.osc / RTD
+    if fr.mosaic_spread > 0:
+        st.mosaic_spread = fr.mosaic_spread / RTD
+    if fr.lattice is not None:
+        st.expt_recip = np.linalg.inv(fr.lattice * 1e-10).T       # 1/m, independent of -lambda
 
 
 # ---- the flag table: one rule per flag (command-line order is applied by _resolve) ---------------------
@@ -452,6 +480,7 @@ FLAG_RULES = {
     "-progress": _const(progress=True), "-printout_pixel": _printout_pixel, "-trace_pixel": _store_all("trace_pixel"),
     "-seed": _negated("seed"), "-mosaic_seed": _negated("mosaic_seed"), "-misset_seed": _negated("misset_seed"),
     "-float32": _const(float32=True), "-tile": _tile, "-demo": _const(demo=True), "-max_memory_gb": _max_memory,
+    "-expt": _ignored, "-expt_index": _ignored,         # read before every other flag (_resolve)
 }
 for _f in ("-samplesize", "-sample_size", "-xtalsize", "-xtal_size"):
     FLAG_RULES[_f] = _sample_size
@@ -489,10 +518,14 @@ def resolve(parsed: List[Tuple[str, tuple]], cwd: str = ".") -> Setup:
         the resource caps of :mod:`jaxbragg.resources` and the checks of :func:`jaxbragg.validate.validate`.
     """
     with np.errstate(all="ignore"):     # every value that matters is checked explicitly
-        return _resolve(parsed, cwd)
+        setup = _resolve(parsed, cwd)
+        count = setup.info["expt_panels"]
+        if count > 1:                   # -expt with several panels: the same rules, once per panel
+            setup.panel_setups = [setup] + [_resolve(parsed, cwd, k) for k in range(1, count)]
+        return setup
 
 
-def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
+def _resolve(parsed: List[Tuple[str, tuple]], cwd: str, panel: int = 0) -> Setup:
     st = _State()
     warnings: List[str] = []
     if any(f == "-demo" for f, _ in parsed):
@@ -508,6 +541,11 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         mask_data = _apply_header(st, st.mask, True, cwd)
     if st.img is not None:
         _apply_header(st, st.img, False, cwd)
+    for f, v in parsed:      # -expt seeds the whole experiment; the other flags override it
+        if f == "-expt": st.expt = v[0]
+        if f == "-expt_index": st.expt_index = int(v[0])
+    if st.expt is not None:
+        _apply_expt(st, cwd, panel)
     for f, v in parsed:
         _apply_flag(st, f, v)
 
@@ -688,7 +726,7 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         raise InputError("-distance: a curved detector needs a positive distance")
 
     # ---- crystal -----------------------------------------------------------------------------------
-    if st.cell is None and st.matfile is None:
+    if st.cell is None and st.matfile is None and st.expt_recip is None:
         raise InputError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
     recip = None
     lengths = None
@@ -725,6 +763,8 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
             rough = st.lambda0 * 1e10 / np.max(np.abs(mat_A))   # A, to the order of magnitude
             raise InputError(f"-mat: matrix elements up to {np.max(np.abs(mat_A)):.3g} give cell edges near "
                              f"{rough:.1g} A, outside 1e-5 .. 1e10 A")
+    if st.cell is None and st.matfile is None and st.expt_recip is not None:    # the -expt crystal
+        recip, mat_A = st.expt_recip, st.expt_recip * st.lambda0
     misset = (0.0, 0.0, 0.0)
     misset_info = None
     if st.misset == "random":
@@ -891,7 +931,7 @@ def _resolve(parsed: List[Tuple[str, tuple]], cwd: str) -> Setup:
         thick=thick, thicksteps=thicksteps, mu=mu, fluence=st.fluence, misset_random=misset_info,
         hkl=st.hkl, fdump_used=fdump_used, hkl_count=grid.count if grid is not None else 0,
         default_F=st.default_F, shape=st.shape, steps=cfg.steps, grid=grid, dumpfile=st.dumpfile,
-        float32=st.float32, demo=st.demo)
+        float32=st.float32, demo=st.demo, expt_panels=st.expt_panels)
     options = dict(progress=st.progress, printout=st.printout, printout_pixel=st.printout_pixel,
                    trace_pixel=st.trace_pixel, noise=st.noise, write_pgm=st.write_pgm,
                    intfile_scale=st.intfile_scale, pgm_scale=st.pgm_scale, adc=st.adc, seed=st.seed,
@@ -965,7 +1005,7 @@ class Run:
     """What a command line asks besides the experiment: the output files and how to compute.
 
     Attributes:
-      outputs: output kind (``float``, ``int``, ``pgm``, ``noise``, ``png``) -> path given, if any.
+      outputs: output kind (``float``, ``int``, ``pgm``, ``noise``, ``png``, ``nexus``, ``cbf``) -> path given, if any.
       options: progress, printout, trace pixel, noise/PGM switches and scales, ADC offset, noise seed, ...
       execution: :class:`jaxbragg.Execution` (``-tile``, ``-float32``).
     """
@@ -994,6 +1034,10 @@ def translate(argv: List[str], cwd: str = ".") -> Translation:
     from .flags import parse
     parsed = parse(list(argv))
     setup = resolve(parsed, cwd)
+    if setup.panel_setups:              # -expt with several panels: one detector of every panel
+        from ..experiment import Detector
+        panels = tuple(s.experiment.detector.panels[0] for s in setup.panel_setups)
+        setup.experiment = setup.experiment.replace(detector=Detector._si(panels=panels))
     cfg = setup.config
     run = Run(outputs=dict(setup.outputs), options=dict(setup.options),
               execution=Execution(tile_pixels=cfg.tile_pixels, sample_budget=cfg.sample_budget,

@@ -18,8 +18,14 @@ Modules:
     reflections: MTZ / structure-factor mmCIF amplitudes expanded to P1
         (optional gemmi dependency, imported only when such a file is read),
         and :func:`read_structure_factors`, the ``-hkl`` dispatcher.
+    nexus: NeXus/NXmx HDF5 (Eiger master and data files; optional h5py + hdf5plugin, imported only when
+        a file is written).
+    cbf: Pilatus miniCBF (optional fabio, imported only when a file is written).
+    naming: per-panel file and module names (``NAME_p00.EXT``).
+    dials: DIALS experiment lists (``.expt`` JSON) -> geometry (``-expt``).
 """
 
+from jaxbragg.io.dials import read_expt
 from jaxbragg.io.fdump import read_fdump, write_fdump
 from jaxbragg.io.floatfile import read_float, write_float
 from jaxbragg.io.hkl import HKLGrid, read_hkl
@@ -34,8 +40,11 @@ from jaxbragg.io.reflections import (
 )
 from jaxbragg.io.smv import UNTERMINATED, format_g, header_value, read_smv, write_smv
 from jaxbragg.io.sourcefile import SOURCE_COLUMNS, read_sourcefile
+from jaxbragg.io.nexus import write_nexus
+from jaxbragg.io.cbf import write_cbf
 
 __all__ = [
+    "read_expt",
     "HKLGrid",
     "read_hkl",
     "read_reflections",
@@ -56,4 +65,6 @@ __all__ = [
     "write_pgm",
     "write_float",
     "read_float",
+    "write_nexus",
+    "write_cbf",
 ]
