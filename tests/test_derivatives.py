@@ -19,9 +19,9 @@ from jaxbragg.fit import default_scale
 
 from helpers import setup_from
 
-# 16 x 16 pixels reaching 2theta ~ 17 degrees; 2 sub-pixels x 2 wavelengths x 2 phi steps x 2 domains
+# 16 x 16 pixels reaching 2theta ~ 17 degrees; 2 wavelengths x 2 phi steps x 2 domains
 SMOOTH = ("-cell 30 32 34 88 92 91 -misset 10 20 30 -default_F 100 -N 5 -lambda 1.0 -distance 40 "
-          "-detpixels 16 -pixel 0.8 -oversample 2 -phi 1 -osc 0.4 -phisteps 2 -mosaic 0.3 -mosaic_domains 2 "
+          "-detpixels 16 -pixel 0.8 -oversample 1 -phi 1 -osc 0.4 -phisteps 2 -mosaic 0.3 -mosaic_domains 2 "
           "-dispersion 1 -dispsteps 2 -polar 0.9")
 GEOMETRY = tuple(n for n in P.FIELDS if n != "F_grid")
 
@@ -75,7 +75,7 @@ def tricubic(tmp_path_factory):
     lines = [f"{h} {k} {l} {60 + 7 * np.cos(h + 2 * k) + 5 * np.sin(3 * l - k) + abs(h)}"
              for h in range(-8, 9) for k in range(-8, 9) for l in range(-8, 9)]
     (folder / "f.hkl").write_text("\n".join(lines) + "\n")
-    names = ("F_grid", "cell_lengths", "rotvec", "distance")
+    names = ("F_grid", "cell_lengths", "distance")
     return _case(SMOOTH.replace("-default_F 100", "-hkl f.hkl -default_F 10 -interpolate"), names, folder)
 
 
