@@ -150,8 +150,8 @@ def plan_stages(experiment, free: Sequence[str], staging="auto", recommended: Op
     ``"auto"``: when the experiment's oversample is below the recommended one, first the geometry (the free
     paths less :data:`SHAPE_FIELDS`) at the recommended oversample (at most 6), where each pixel averages
     its spot and the loss is smooth in the geometry (the spot widths and intensities of a pixel-averaged
-    model differ from point-sampled data, so fitting N there would only bias it), then everything at the
-    experiment's own oversample; otherwise one stage. ``"none"``/None: one stage. A list: oversample
+    model differ from point-sampled data, so fitting N there would only bias it), then the geometry again
+    at the experiment's own oversample, then everything there; otherwise one stage. ``"none"``/None: one stage. A list: oversample
     values, or ``(oversample, paths)`` pairs.
     """
     own, free = experiment.oversample, tuple(free)
@@ -162,8 +162,9 @@ def plan_stages(experiment, free: Sequence[str], staging="auto", recommended: Op
         if own >= rec:
             return [(own, free)]
         geometry = tuple(p for p in free if paths.canonical(p) not in SHAPE_FIELDS) or free
-        return [(min(rec, 6), geometry), (own, free)]
-    return [(int(s), free) if np.ndim(s) == 0 else (int(s[0]), tuple(s[1])) for s in staging]
+        return [(min(rec, 6), geometry), (own, geometry), (own, free)] if geometry != free else \
+            [(min(rec, 6), free), (own, free)]
+    return [(int(s), free) if isinstance(s, (int, np.integer)) else (int(s[0]), tuple(s[1])) for s in staging]
 
 
 @functools.lru_cache(maxsize=32)
