@@ -151,3 +151,36 @@ def test_old_template_api_still_dispatches():
     with pytest.raises(ValueError, match="unknown parameter"):
         F.fit(*jb.from_experiment(jb.Experiment.from_flags("-cell 30 30 30 90 90 90 -default_F 1 -detpixels 8".split())),
               np.zeros((8, 8)), ["nope"])
+
+
+def test_ensemble_recovers_orientations_and_improves_the_shared_F():
+    # 20 still shots of one crystal form (random orientations, a random F grid), each 12 x 12 pixels
+    rng = np.random.default_rng(0)
+    h = 2
+    f_true = rng.uniform(50.0, 150.0, size=(2 * h + 1,) * 3)
+
+    def shot(misset, f):
+        return jb.Experiment(crystal=jb.Crystal(cell=(16, 17, 18, 90, 90, 90), misset=misset, N=5, hkl=f,
+                                                hkl_origin=(-h,) * 3),
+                             beam=jb.Beam(wavelength=1.0, fluence=1e30),
+                             detector=jb.Detector(pixels=12, pixel_size=1.0, distance=40.0))
+    missets = rng.uniform(0.0, 360.0, size=(20, 3))
+    observed = [np.asarray(jax.random.poisson(jax.random.PRNGKey(s), jb.simulate(shot(m, f_true))), np.float64)
+                for s, m in enumerate(missets)]
+    f0 = f_true * (1.0 + 0.2 * rng.normal(size=f_true.shape))
+    axes = rng.normal(size=(20, 3))
+    start_rot = np.deg2rad(0.1) * axes / np.linalg.norm(axes, axis=1, keepdims=True)
+    starts = [shot(m, f0).set("crystal.orientation", r) for m, r in zip(missets, start_rot)]
+    res = jb.fit_ensemble(starts, observed, ["crystal.orientation"], ["crystal.F"], maxiter=10)
+    rot = res.per_shot["crystal.orientation"]
+    assert rot.shape == (20, 3)
+    err0 = np.linalg.norm(start_rot, axis=1)
+    err1 = np.linalg.norm(rot, axis=1)
+    assert np.median(err1) < 0.2 * np.median(err0), (err0, err1)
+    active, sigma = res.active["crystal.F"], res.shared_sigma["crystal.F"]
+    good = active & (sigma < 10.0)
+    assert good.sum() >= 20
+    rms0 = np.sqrt(np.mean((f0 - f_true)[good] ** 2))
+    rms1 = np.sqrt(np.mean((res.shared["crystal.F"] - f_true)[good] ** 2))
+    assert rms1 < 0.5 * rms0, (rms0, rms1)
+    np.testing.assert_array_equal(res.shared["crystal.F"][~active], f0[~active])   # unseen entries stay put
