@@ -167,29 +167,22 @@ def plan_stages(experiment, free: Sequence[str], staging="auto", recommended: Op
     return [(int(s), free) if isinstance(s, (int, np.integer)) else (int(s[0]), tuple(s[1])) for s in staging]
 
 
+def _jitted(free, shapes, lik, execution, background):
+    """Jitted ``(evaluate, loss)`` of ``(x, n, scales, base, spix, fpix)`` for the likelihood ``lik``."""
+    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
+
+    def model(x, scales, base, spix, fpix):
+        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
+        return image[spix, fpix] + background
+    return (jax.jit(lm_mod.normal_equations(model, lik)),
+            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled(free: Tuple[str, ...], shapes, loss: str, readout: float, execution, background: float):
-    """Jitted ``(evaluate, loss)`` of ``(x, n, scales, base, spix, fpix)``, cached so that fits of the same
-    structure (paths, likelihood, static experiment fields) compile once."""
-    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
-    lik = lm_mod.likelihood(loss, readout=readout)
-
-    def model(x, scales, base, spix, fpix):
-        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
-        return image[spix, fpix] + background
-    return (jax.jit(lm_mod.normal_equations(model, lik)),
-            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
-
-
-def _compiled_weighted(free, shapes, weights, execution, background):
-    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
-    lik = lm_mod.likelihood("least_squares", weights=weights)
-
-    def model(x, scales, base, spix, fpix):
-        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
-        return image[spix, fpix] + background
-    return (jax.jit(lm_mod.normal_equations(model, lik)),
-            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
+    """:func:`_jitted`, cached so that fits of the same structure (paths, likelihood, static experiment
+    fields) compile once."""
+    return _jitted(free, shapes, lm_mod.likelihood(loss, readout=readout), execution, background)
 
 
 def _covariance(h, scales, loss_name, loss, n_pix):
@@ -241,11 +234,14 @@ def fit_experiment(experiment, observed, free: Sequence[str], *, loss: str = "po
     w = None if weights is None else jnp.asarray(np.asarray(weights, np.float64)[spix, fpix])
     lm_mod.likelihood(loss)                                   # rejects an unknown name here
     packer = Packer.make(experiment, free, scales)
+    if w is not None and loss != "least_squares":
+        raise ValueError(f"weights are for loss='least_squares', not {loss!r}")
     if w is None:
         evaluate, loss_of = _compiled(packer.paths, packer.shapes, loss, float(readout), execution,
                                       float(background))
     else:
-        evaluate, loss_of = _compiled_weighted(packer.paths, packer.shapes, w, execution, float(background))
+        evaluate, loss_of = _jitted(packer.paths, packer.shapes, lm_mod.likelihood("least_squares", weights=w),
+                                    execution, float(background))
     x = np.zeros(packer.size)
     histories, stages, result = [], [], None
     si, fi = jnp.asarray(spix), jnp.asarray(fpix)
