@@ -39,7 +39,7 @@ import numpy as np
 from . import experiment as exp_mod
 from . import lm as lm_mod
 from . import paths
-from .fit import FitResult, _ABSOLUTE_SCALE, _RELATIVE_SCALE, load_observed
+from .fit import FitResult, _ABSOLUTE_SCALE, _Packer, _RELATIVE_SCALE, load_observed
 
 
 class SamplingWarning(UserWarning):
@@ -89,17 +89,8 @@ class Packer:
             start.append(value)
         return cls(free, tuple(shapes), np.concatenate(flat).astype(np.float64), tuple(start))
 
-    @property
-    def size(self) -> int:
-        return int(self.scales.size)
-
-    def slices(self):
-        out, i = [], 0
-        for shape in self.shapes:
-            n = math.prod(shape)
-            out.append(slice(i, i + n))
-            i += n
-        return out
+    size = _Packer.size                 # the same flattening rules as the template fit's packer
+    slices = _Packer.slices
 
     def values(self, x, base=None, scales=None):
         """Field values {path: array} at ``x`` (NumPy or JAX), stepped from ``base``'s values (default: the
