@@ -39,7 +39,7 @@ import numpy as np
 from . import experiment as exp_mod
 from . import lm as lm_mod
 from . import paths
-from .fit import FitResult, _ABSOLUTE_SCALE, _RELATIVE_SCALE, load_observed
+from .fit import FitResult, _ABSOLUTE_SCALE, _Packer, _RELATIVE_SCALE, load_observed
 
 
 class SamplingWarning(UserWarning):
@@ -89,17 +89,8 @@ class Packer:
             start.append(value)
         return cls(free, tuple(shapes), np.concatenate(flat).astype(np.float64), tuple(start))
 
-    @property
-    def size(self) -> int:
-        return int(self.scales.size)
-
-    def slices(self):
-        out, i = [], 0
-        for shape in self.shapes:
-            n = math.prod(shape)
-            out.append(slice(i, i + n))
-            i += n
-        return out
+    size = _Packer.size                 # the same flattening rules as the template fit's packer
+    slices = _Packer.slices
 
     def values(self, x, base=None, scales=None):
         """Field values {path: array} at ``x`` (NumPy or JAX), stepped from ``base``'s values (default: the
@@ -150,8 +141,8 @@ def plan_stages(experiment, free: Sequence[str], staging="auto", recommended: Op
     ``"auto"``: when the experiment's oversample is below the recommended one, first the geometry (the free
     paths less :data:`SHAPE_FIELDS`) at the recommended oversample (at most 6), where each pixel averages
     its spot and the loss is smooth in the geometry (the spot widths and intensities of a pixel-averaged
-    model differ from point-sampled data, so fitting N there would only bias it), then everything at the
-    experiment's own oversample; otherwise one stage. ``"none"``/None: one stage. A list: oversample
+    model differ from point-sampled data, so fitting N there would only bias it), then the geometry again
+    at the experiment's own oversample, then everything there; otherwise one stage. ``"none"``/None: one stage. A list: oversample
     values, or ``(oversample, paths)`` pairs.
     """
     own, free = experiment.oversample, tuple(free)
@@ -162,33 +153,27 @@ def plan_stages(experiment, free: Sequence[str], staging="auto", recommended: Op
         if own >= rec:
             return [(own, free)]
         geometry = tuple(p for p in free if paths.canonical(p) not in SHAPE_FIELDS) or free
-        return [(min(rec, 6), geometry), (own, free)]
-    return [(int(s), free) if np.ndim(s) == 0 else (int(s[0]), tuple(s[1])) for s in staging]
+        return [(min(rec, 6), geometry), (own, geometry), (own, free)] if geometry != free else \
+            [(min(rec, 6), free), (own, free)]
+    return [(int(s), free) if isinstance(s, (int, np.integer)) else (int(s[0]), tuple(s[1])) for s in staging]
+
+
+def _jitted(free, shapes, lik, execution, background):
+    """Jitted ``(evaluate, loss)`` of ``(x, n, scales, base, spix, fpix)`` for the likelihood ``lik``."""
+    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
+
+    def model(x, scales, base, spix, fpix):
+        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
+        return image[spix, fpix] + background
+    return (jax.jit(lm_mod.normal_equations(model, lik)),
+            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
 
 
 @functools.lru_cache(maxsize=32)
 def _compiled(free: Tuple[str, ...], shapes, loss: str, readout: float, execution, background: float):
-    """Jitted ``(evaluate, loss)`` of ``(x, n, scales, base, spix, fpix)``, cached so that fits of the same
-    structure (paths, likelihood, static experiment fields) compile once."""
-    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
-    lik = lm_mod.likelihood(loss, readout=readout)
-
-    def model(x, scales, base, spix, fpix):
-        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
-        return image[spix, fpix] + background
-    return (jax.jit(lm_mod.normal_equations(model, lik)),
-            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
-
-
-def _compiled_weighted(free, shapes, weights, execution, background):
-    packer = Packer(free, shapes, np.ones(sum(math.prod(s) for s in shapes)), ())
-    lik = lm_mod.likelihood("least_squares", weights=weights)
-
-    def model(x, scales, base, spix, fpix):
-        image = exp_mod.simulate(packer.apply(base, x, scales), execution)
-        return image[spix, fpix] + background
-    return (jax.jit(lm_mod.normal_equations(model, lik)),
-            jax.jit(lambda x, n, *a: jnp.sum(lik.nll(model(x, *a), n))))
+    """:func:`_jitted`, cached so that fits of the same structure (paths, likelihood, static experiment
+    fields) compile once."""
+    return _jitted(free, shapes, lm_mod.likelihood(loss, readout=readout), execution, background)
 
 
 def _covariance(h, scales, loss_name, loss, n_pix):
@@ -240,11 +225,14 @@ def fit_experiment(experiment, observed, free: Sequence[str], *, loss: str = "po
     w = None if weights is None else jnp.asarray(np.asarray(weights, np.float64)[spix, fpix])
     lm_mod.likelihood(loss)                                   # rejects an unknown name here
     packer = Packer.make(experiment, free, scales)
+    if w is not None and loss != "least_squares":
+        raise ValueError(f"weights are for loss='least_squares', not {loss!r}")
     if w is None:
         evaluate, loss_of = _compiled(packer.paths, packer.shapes, loss, float(readout), execution,
                                       float(background))
     else:
-        evaluate, loss_of = _compiled_weighted(packer.paths, packer.shapes, w, execution, float(background))
+        evaluate, loss_of = _jitted(packer.paths, packer.shapes, lm_mod.likelihood("least_squares", weights=w),
+                                    execution, float(background))
     x = np.zeros(packer.size)
     histories, stages, result = [], [], None
     si, fi = jnp.asarray(spix), jnp.asarray(fpix)
