@@ -39,7 +39,8 @@ def panel_frames(experiment) -> List[Dict[str, np.ndarray]]:
     ``custom`` panels of a ``.expt``): ``origin`` (corner of pixel (0, 0)) [3] m, unit ``fast``, ``slow``,
     ``normal`` [3], ``pixel_size`` m, ``pixels`` ``(fast, slow)`` and ``distance`` m (sample to the beam spot along
     the beam), whole-detector motion included.
-    :func:`to_dials` converts vectors to the DIALS/NeXus-McStas lab frame."""
+    :func:`to_dials` converts vectors to the DIALS lab frame (the NeXus/McStas frame is
+    :func:`jaxbragg.io.nexus.mcstas_rotation`)."""
     from .simulate import detector_frame
     out = []
     for k in range(len(experiment.detector.panels)):
