@@ -188,11 +188,25 @@ def test_expt_command_line_flags_override_the_file_and_panels_get_their_own_file
     shutil.copy(EXPT, tmp_path / "in.expt")
     argv = ["-expt", "in.expt", "-expt_index", "1", "-N", "3", "-default_F", "10", "-lambda", "1.1",
             "-detector_thick", "0", "-oversample", "1", "-floatfile", "img.bin", "-intfile", "img.img",
-            "-pngfile", "img.png"]
+            "-pngfile", "img.png", "-cbffile", "img.cbf", "-nexusfile", "img.h5"]
     assert cli(argv, tmp_path, monkeypatch) == 0
-    for name in ("img_p00.bin", "img_p01.bin", "img_p00.img", "img_p01.img", "img_p00.png", "img_p01.png"):
+    for name in ("img_p00.bin", "img_p01.bin", "img_p00.img", "img_p01.img", "img_p00.png", "img_p01.png",
+                 "img_p00.cbf", "img_p01.cbf", "img.h5"):
         assert (tmp_path / name).is_file(), name
-    assert not (tmp_path / "img.bin").exists()
+    assert not (tmp_path / "img.bin").exists() and not (tmp_path / "img.cbf").exists()
+    # detector files: one miniCBF per panel, one NeXus file with a module per panel (data one below the other)
+    import fabio
+    import h5py
+    import hdf5plugin  # noqa: F401  (the bitshuffle filter)
+    counts = [jb.io.read_smv(tmp_path / f"img_p{k:02d}.img")[1] for k in range(2)]
+    assert max(float(c.max()) for c in counts) > 0
+    for k in range(2):
+        np.testing.assert_array_equal(fabio.open(str(tmp_path / f"img_p{k:02d}.cbf")).data, counts[k])
+    with h5py.File(tmp_path / "img.h5", "r") as f:
+        np.testing.assert_array_equal(f["/entry/data/data"][0], np.vstack(counts))
+        det = f["/entry/instrument/detector"]
+        assert sorted(k for k in det if k.startswith("module")) == ["module_p00", "module_p01"]
+        assert list(det["module_p01/data_origin"][()]) == [8, 0]
     exp = jb.Experiment.from_expt(EXPT, index=1, N=3, default_F=10.0, wavelength=1.1)
     assert exp.detector.panels[0].thick_sensor          # the file's sensor, switched off by the flag:
     no_sensor = [p.replace(thick_sensor=False, thickstep=np.float64(0.0)) for p in exp.detector.panels]
