@@ -48,6 +48,8 @@ class SamplingWarning(UserWarning):
 
 #: experiment field name -> the name of its scale in fit's tables (where they differ)
 _SCALE_NAMES = {"rotations": "detector_rotations", "F": "F_grid", "phistep": "osc"}
+#: amorphous parts (jaxbragg.sample.Amorphous): a background model's amounts are known to some 10 %
+_PART_SCALE = dict(thickness=0.1, scale=0.1, density=0.1, width=0.1, height=0.1, molar_mass=0.1)
 
 
 def scale_of(path: str, value) -> np.ndarray:
@@ -59,6 +61,8 @@ def scale_of(path: str, value) -> np.ndarray:
     if name in _ABSOLUTE_SCALE:
         return np.asarray(_ABSOLUTE_SCALE[name])
     size = float(np.max(np.abs(np.asarray(value, np.float64)))) if np.size(value) else 1.0
+    if paths.canonical(path).startswith("parts.") and name in _PART_SCALE:
+        return np.asarray(_PART_SCALE[name] * (size if size > 0 else 1.0))
     return np.asarray(_RELATIVE_SCALE.get(name, 1e-3) * (size if size > 0 else 1.0))
 
 

@@ -215,3 +215,19 @@ def test_worked_example_recovers_the_water_thickness_and_psf_width(example, smal
         assert 0 < sigma < 0.05 * ex.TRUE[name] and err < 4 * sigma, (name, result[name], sigma)
     # the start (4 um, 1 px) was far outside the errors
     assert abs(4e-6 - ex.TRUE["thickness"]) > 50 * result["sigma_thickness"]
+
+
+def test_jb_fit_frees_the_parts_thickness_and_scale(small):
+    """``jb.fit`` on an experiment with parts: the water thickness and the air scale come back from a
+    Poisson image of the truth (started 2x and 0.5x off) within 4 sigma."""
+    import warnings
+    exp, total, _, _ = small
+    obs = np.random.default_rng(0).poisson(total).astype(float)
+    start = exp.set("parts.0.thickness", exp.parts[0].thickness * 2.0).set("parts.1.scale", 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jb.SamplingWarning)
+        r = jb.fit(start, obs, free=["parts.0.thickness", "parts.1.scale"])
+    for path, truth in (("parts.0.thickness", float(exp.parts[0].thickness)), ("parts.1.scale", 1.0)):
+        sigma = float(r.uncertainties[path])
+        assert 0.0 < sigma < 0.1 * truth, (path, sigma)
+        assert abs(float(r.values[path]) - truth) < 4.0 * sigma, (path, r.values[path], truth, sigma)
