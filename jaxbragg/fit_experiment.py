@@ -192,7 +192,7 @@ def _covariance(h, scales, loss_name, loss, n_pix):
 
 def fit_experiment(experiment, observed, free: Sequence[str], *, loss: str = "poisson", readout: float = 0.0,
                    weights=None, method: str = "lm", staging="auto", scales: Optional[Mapping[str, float]] = None,
-                   pixels=None, background: float = 0.0, maxiter: int = 100, dtol: float = 1e-10,
+                   pixels=None, background: float = 0.0, maxiter: int = 300, stage_maxiter: int = 100, dtol: float = 1e-10,
                    ftol: float = 1e-13, max_step: Optional[float] = 1.0, gtol: float = 1e-6, execution=None, adc_offset: Optional[float] = None,
                    callback: Optional[Callable] = None, warn: bool = True) -> FitResult:
     """Fit the ``free`` fields of ``experiment`` to ``observed`` (module docstring).
@@ -208,7 +208,9 @@ def fit_experiment(experiment, observed, free: Sequence[str], *, loss: str = "po
       scales: per-path optimiser scale [SI] overriding :func:`scale_of`.
       pixels: ``(spix, fpix)``, a boolean mask, or None (ROI window less masked pixels).
       background: constant photons added to every model pixel.
-      maxiter: iterations per stage; dtol, ftol: LM stopping rules (:func:`jaxbragg.lm.levenberg_marquardt`);
+      maxiter: iterations of the last (full-model) stage; stage_maxiter: of each earlier, coarse stage (it
+        only needs to bring the start into the basin; the last stage of a far start may take a few hundred
+        damped steps along the cell-distance valley); dtol, ftol: LM stopping rules (:func:`jaxbragg.lm.levenberg_marquardt`);
         max_step: largest LM step per iteration, in units of the scales (a trust radius: the cell and the
           distance are nearly degenerate, and an undamped step along that valley can leave the basin);
           None: unlimited. gtol: for the gradient methods.
@@ -240,7 +242,9 @@ def fit_experiment(experiment, observed, free: Sequence[str], *, loss: str = "po
     x = np.zeros(packer.size)
     histories, stages, result = [], [], None
     si, fi = jnp.asarray(spix), jnp.asarray(fpix)
-    for k, (oversample, stage_free) in enumerate(plan_stages(experiment, packer.paths, staging, rec)):
+    plan = plan_stages(experiment, packer.paths, staging, rec)
+    for k, (oversample, stage_free) in enumerate(plan):
+        its_max = maxiter if k == len(plan) - 1 else min(stage_maxiter, maxiter)
         base = experiment if oversample == experiment.oversample else \
             exp_mod.Experiment._si(**{**{f: getattr(experiment, f) for f in
                                          exp_mod.Experiment._leaves + exp_mod.Experiment._static},
@@ -256,14 +260,14 @@ def fit_experiment(experiment, observed, free: Sequence[str], *, loss: str = "po
                 f, g, h = evaluate(full(y), *args)[:3]
                 return f, g[idx], h[idx][:, idx]
             result = lm_mod.levenberg_marquardt(ev, lambda y, full=full, args=args: loss_of(full(y), *args),
-                                                x[idx], maxiter=maxiter, dtol=dtol, ftol=ftol, callback=cb,
+                                                x[idx], maxiter=its_max, dtol=dtol, ftol=ftol, callback=cb,
                                                 max_step=max_step)
             y, hist, its, conv, msg = result.x, result.loss_history, result.iterations, result.converged, \
                 result.message
         else:
             from .fit import minimize
             y, hist, its, conv, msg = minimize(lambda y, a: loss_of(full(y), *a), jnp.asarray(x[idx]), args,
-                                               method=method, maxiter=maxiter, gtol=gtol, ftol=ftol,
+                                               method=method, maxiter=its_max, gtol=gtol, ftol=ftol,
                                                callback=cb)
         x = np.asarray(full(y), np.float64)
         stages.append(dict(oversample=int(oversample), free=tuple(stage_free), iterations=int(its),
